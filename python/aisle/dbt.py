@@ -1,0 +1,87 @@
+"""Run dbt in-process with ``dbtRunner``, one invocation at a time.
+
+In-process saves the interpreter start and keeps one place where the target, the
+profile folder and the vars are passed, so Python and dbt always agree on them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aisle.config import profiles_dir, project_root, resolve_target
+
+
+class DbtFailed(Exception):
+    """A dbt invocation failed; the message lists the failing nodes."""
+
+
+@dataclass
+class NodeTiming:
+    name: str
+    resource_type: str
+    status: str
+    seconds: float
+    message: str = ""
+
+
+@dataclass
+class DbtRun:
+    command: list[str]
+    seconds: float
+    nodes: list[NodeTiming] = field(default_factory=list)
+
+    def slowest(self, n: int = 5, resource_type: str | None = "model") -> list[NodeTiming]:
+        nodes = [x for x in self.nodes if resource_type is None or x.resource_type == resource_type]
+        return sorted(nodes, key=lambda x: -x.seconds)[:n]
+
+    def count(self, resource_type: str) -> int:
+        return sum(1 for x in self.nodes if x.resource_type == resource_type)
+
+
+def dbt_args(command: list[str], target: str | None = None, vars: dict | None = None) -> list[str]:
+    """Full dbt argument list with the project, the profile folder, the target and vars."""
+    resolve_target(target)  # exports AISLE_SOCKET_DIR for the profile's dev target
+    args = [*command, "--project-dir", str(project_root()), "--profiles-dir", str(profiles_dir())]
+    if target:
+        args += ["--target", target]
+    if vars:
+        args += ["--vars", json.dumps(vars, sort_keys=True)]
+    return args
+
+
+def run_dbt(command: list[str], *, target: str | None = None, vars: dict | None = None,
+            quiet: bool = False, check: bool = True) -> DbtRun:
+    """Run one dbt command (for example ``["build", "--select", "staging"]``).
+
+    Raises :class:`DbtFailed` naming each failing node when ``check`` is true.
+    """
+    from dbt.cli.main import dbtRunner
+
+    args = dbt_args(command, target, vars)
+    if quiet:
+        args = ["--quiet", *args]
+    started = time.perf_counter()
+    result = dbtRunner().invoke(args)
+    run = DbtRun(command=command, seconds=time.perf_counter() - started)
+    failures: list[str] = []
+    results = getattr(result.result, "results", None) or []
+    for r in results:
+        node = getattr(r, "node", None)
+        name = getattr(node, "name", "?")
+        rtype = str(getattr(node, "resource_type", "?"))
+        status = str(getattr(r, "status", "?"))
+        run.nodes.append(NodeTiming(name, rtype, status, float(getattr(r, "execution_time", 0.0) or 0.0),
+                                    str(getattr(r, "message", "") or "")))
+        if status in ("error", "fail", "runtime error"):
+            failures.append(f"{rtype} {name}: {status} ({getattr(r, 'message', '')})")
+    if check and (not result.success or failures):
+        detail = "; ".join(failures) or str(result.exception or "see the dbt log above")
+        raise DbtFailed(f"dbt {' '.join(command)} failed: {detail}")
+    return run
+
+
+def manifest_path() -> Path:
+    return project_root() / "target" / "manifest.json"
