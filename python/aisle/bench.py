@@ -1,0 +1,238 @@
+"""`make bench`: throughput and timings of every stage at a chosen scale.
+
+Speed targets live here, printed as numbers, not in timed tests. The bench works in
+its own database (``aisle_bench``), so it never disturbs the demo's data, and in
+its own data folder under the system temp directory.
+
+Stages, in order (``--only`` picks a subset; later stages need the earlier ones'
+database state, so a subset is for re-measuring a stage on an existing bench DB):
+  generate   synthetic data at the scale, plus the ~20M-row item_properties file
+  load       each file into raw (rows/s), all but the last day of events
+  dbt        full `dbt build` from empty (models + tests), slowest five models
+  similarity category similarity in a child process (seconds, peak RSS)
+  recs       recommendations for every known user: similarity + downstream build
+  increment  load the last day, incremental upstream build (and its ratio to the full)
+  lookup     one user's lookup from the mart, p50/p99 over 1,000 random users, second process
+  evaluate   the full `aisle evaluate` backtest
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from aisle.config import project_root, resolve_target
+
+console = Console(highlight=False, soft_wrap=True)
+
+STAGES = ("generate", "load", "dbt", "similarity", "recs", "increment", "lookup", "evaluate")
+BENCH_DB = "aisle_bench"
+
+
+class Results:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, str, str]] = []
+        self.data: dict[str, object] = {}
+
+    def add(self, stage: str, what: str, value: str, target: str = "", key: str | None = None,
+            raw: object = None) -> None:
+        self.rows.append((stage, what, value, target))
+        console.print(f"  [bold]{stage}[/] {what}: [green]{value}[/]" + (f"  (target {target})" if target else ""))
+        if key:
+            self.data[key] = raw
+
+    def table(self, scale: float) -> Table:
+        table = Table(title=f"aisle bench at scale {scale} ({os.cpu_count()} cores)")
+        for col in ("stage", "what", "measured", "target"):
+            table.add_column(col)
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+
+def _rate(rows: int, seconds: float) -> str:
+    return f"{rows / seconds:,.0f} rows/s ({rows:,} rows in {seconds:.1f} s)" if seconds > 0 else "n/a"
+
+
+def run_bench(*, scale: float = 1.0, only: list[str] | None = None, target: str | None = None) -> dict:
+    """Run the stages, print a table, and write reports/bench.json."""
+    from aisle.db import drop_database, ensure_database
+    from aisle.dbt import run_dbt
+    from aisle.generate import generate, split_events
+    from aisle.load import load_paths
+    from aisle.similarity import compute_similarity
+
+    stages = [s for s in STAGES if only is None or s in only]
+    unknown = set(only or []) - set(STAGES)
+    if unknown:
+        raise SystemExit(f"unknown bench stage(s): {', '.join(sorted(unknown))}; known: {', '.join(STAGES)}")
+    os.environ["AISLE_DBNAME"] = BENCH_DB
+    bench_target = replace(resolve_target(target), dbname=BENCH_DB)
+    folder = Path(tempfile.gettempdir()) / f"aisle-bench-{scale:g}"
+    full, day = folder / "full", folder / "split"
+    results = Results()
+    results.data["scale"] = scale
+
+    if "generate" in stages:
+        console.print("[bold cyan]▶ generate[/]")
+        started = time.perf_counter()
+        stats = generate(full, scale=scale, seed=42, full_properties=False, progress=False)
+        seconds = time.perf_counter() - started
+        n_events = stats.rows["events.csv"]
+        results.add("generate", "events + snapshots", _rate(sum(stats.rows.values()), seconds),
+                    "scale 1.0 well under 60 s", "generate_seconds", seconds)
+        results.data["generate_events"] = n_events
+        started = time.perf_counter()
+        stats = generate(folder / "props", scale=scale, seed=42, full_properties=True, progress=False)
+        seconds = time.perf_counter() - started
+        n_props = stats.rows["item_properties_part1.csv"] + stats.rows["item_properties_part2.csv"]
+        results.add("generate", "with --full-properties", _rate(sum(stats.rows.values()), seconds), "",
+                    "generate_full_seconds", seconds)
+        # The last day of events becomes a second file: the incremental stage loads it.
+        last_ms = _last_event_ms(full / "events.csv")
+        cutoff = last_ms - (last_ms % 86_400_000)
+        day.mkdir(parents=True, exist_ok=True)
+        before, after = split_events(full / "events.csv", cutoff, day / "events.csv", day / "events_next_day.csv")
+        results.data["split"] = {"before": before, "after": after, "cutoff_ms": cutoff}
+
+    if "load" in stages:
+        console.print("[bold cyan]▶ load[/] (fresh database aisle_bench)")
+        drop_database(bench_target)
+        ensure_database(bench_target)
+        files = [full / "category_tree.csv", folder / "props" / "item_properties_part1.csv",
+                 folder / "props" / "item_properties_part2.csv", day / "events.csv"]
+        loaded = load_paths(files, target=bench_target, progress=False)
+        props_rows = sum(r.rows_read for r in loaded if r.kind == "item_properties")
+        props_secs = sum(r.seconds for r in loaded if r.kind == "item_properties")
+        ev = next(r for r in loaded if r.kind == "events")
+        results.add("load", "events", _rate(ev.rows_read, ev.seconds), "≥ 500,000 rows/s", "load_events_rps",
+                    ev.rows_read / ev.seconds)
+        results.add("load", "item_properties (full ~20M rows)", _rate(props_rows, props_secs), "≥ 300,000 rows/s",
+                    "load_properties_rps", props_rows / props_secs if props_secs else None)
+
+    if "dbt" in stages:
+        console.print("[bold cyan]▶ dbt build from empty[/]")
+        run = run_dbt(["build", "--full-refresh", "--exclude", "source:similarity+"], target=target, quiet=True)
+        results.add("dbt", "full build, upstream of similarity (models + tests)", f"{run.seconds:.1f} s",
+                    "≤ 30 s (whole build)", "dbt_full_upstream_seconds", run.seconds)
+        for node in run.slowest(5):
+            results.add("dbt", f"  slow model {node.name}", f"{node.seconds:.1f} s")
+        results.data["slowest_models"] = [(n.name, n.seconds) for n in run.slowest(5)]
+
+    rec_seconds = 0.0
+    if "similarity" in stages:
+        console.print("[bold cyan]▶ similarity[/] (child process, for its peak RSS)")
+        code = ("import time,resource,json;from aisle.similarity import compute_similarity;"
+                "from aisle.config import resolve_target;t=time.perf_counter();"
+                "compute_similarity(target=resolve_target());"
+                "print(json.dumps({'s':time.perf_counter()-t}))")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        started = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "AISLE_DBNAME": BENCH_DB})
+        wall = time.perf_counter() - started
+        rss_mb = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+        inner = json.loads(out.stdout.strip().splitlines()[-1])["s"]
+        rec_seconds += inner
+        results.add("similarity", "compute + write (in-process time)", f"{inner:.2f} s", "≤ 5 s",
+                    "similarity_seconds", inner)
+        results.add("similarity", "child process wall time (incl. imports)", f"{wall:.2f} s")
+        results.add("similarity", "peak RSS of the Python process", f"{rss_mb:,.0f} MB",
+                    "far below the raw events", "similarity_peak_rss_mb", rss_mb)
+    elif "recs" in stages:
+        started = time.perf_counter()
+        compute_similarity(target=bench_target)
+        rec_seconds += time.perf_counter() - started
+
+    if "recs" in stages:
+        console.print("[bold cyan]▶ recommendations for every known user[/]")
+        run = run_dbt(["build", "--full-refresh", "--select", "source:similarity+"], target=target, quiet=True)
+        rec_seconds += run.seconds
+        results.add("recs", "downstream dbt build (models + tests)", f"{run.seconds:.1f} s", "",
+                    "recs_build_seconds", run.seconds)
+        results.add("recs", "similarity + recommendations, end to end", f"{rec_seconds:.1f} s", "≤ 30 s",
+                    "recs_end_to_end_seconds", rec_seconds)
+
+    if "increment" in stages:
+        console.print("[bold cyan]▶ one more day, incremental build[/]")
+        loaded = load_paths([day / "events_next_day.csv"], target=bench_target, progress=False)
+        results.add("increment", "load the next day's events", _rate(loaded[0].rows_read, loaded[0].seconds))
+        run = run_dbt(["build", "--exclude", "source:similarity+"], target=target, quiet=True)
+        full_s = results.data.get("dbt_full_upstream_seconds")
+        ratio = f" = {run.seconds / full_s:.0%} of the full build" if full_s else ""
+        results.add("increment", "incremental upstream build", f"{run.seconds:.1f} s{ratio}",
+                    "≤ 10% of the full build", "dbt_incremental_seconds", run.seconds)
+
+    if "lookup" in stages:
+        console.print("[bold cyan]▶ lookup latency[/] (second process, 1,000 random users)")
+        lat = _lookup_latency(1000)
+        results.add("lookup", "one user's list, p50", f"{lat['p50_ms']:.2f} ms", "", "lookup_p50_ms", lat["p50_ms"])
+        results.add("lookup", "one user's list, p99", f"{lat['p99_ms']:.2f} ms", "≤ 5 ms", "lookup_p99_ms",
+                    lat["p99_ms"])
+
+    if "evaluate" in stages:
+        console.print("[bold cyan]▶ aisle evaluate[/] (full backtest)")
+        from aisle.evaluate import evaluate as run_evaluate
+
+        started = time.perf_counter()
+        run_evaluate(target=bench_target, out_dir=folder / "reports", show=False)
+        seconds = time.perf_counter() - started
+        results.add("evaluate", "backtest build + similarity + recs + metrics + bootstrap + report",
+                    f"{seconds:.1f} s", "≤ 90 s", "evaluate_seconds", seconds)
+
+    console.print(results.table(scale))
+    out = project_root() / "reports" / "bench.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results.data, indent=2, default=str) + "\n")
+    console.print(f"written {out}")
+    return results.data
+
+
+def _last_event_ms(events_csv: Path) -> int:
+    """The largest timestamp in an events file (read in C by numpy, no Python loop)."""
+    import numpy as np
+
+    ts = np.loadtxt(events_csv, delimiter=",", skiprows=1, usecols=0, dtype=np.int64)
+    return int(ts.max())
+
+
+LOOKUP_CHILD = r"""
+import json, random, sys, time
+import psycopg
+from psycopg import sql
+from aisle.config import resolve_target
+from aisle.pipeline import LOOKUP_SQL
+target = resolve_target()
+query = sql.SQL(LOOKUP_SQL).format(recs=sql.Identifier("recs"))
+with psycopg.connect(**target.conninfo()) as conn:
+    users = [r[0] for r in conn.execute("select distinct user_id from recs.rec_user_recommendations").fetchall()]
+    rng = random.Random(0)
+    sample = [rng.choice(users) for _ in range(int(sys.argv[1]))]
+    cur = conn.cursor()
+    for u in sample[:50]:  # warm the plan cache and the buffers
+        cur.execute(query, {"user_id": u, "n": 10}, prepare=True).fetchall()
+    times = []
+    for u in sample:
+        t = time.perf_counter()
+        cur.execute(query, {"user_id": u, "n": 10}, prepare=True).fetchall()
+        times.append((time.perf_counter() - t) * 1000)
+times.sort()
+print(json.dumps({"p50_ms": times[len(times) // 2], "p99_ms": times[int(len(times) * 0.99) - 1],
+                  "max_ms": times[-1]}))
+"""
+
+
+def _lookup_latency(n: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", LOOKUP_CHILD, str(n)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "AISLE_DBNAME": BENCH_DB})
+    return json.loads(out.stdout.strip().splitlines()[-1])
