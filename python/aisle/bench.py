@@ -95,7 +95,6 @@ def run_bench(*, scale: float = 1.0, only: list[str] | None = None, target: str 
         started = time.perf_counter()
         stats = generate(folder / "props", scale=scale, seed=42, full_properties=True, progress=False)
         seconds = time.perf_counter() - started
-        n_props = stats.rows["item_properties_part1.csv"] + stats.rows["item_properties_part2.csv"]
         results.add("generate", "with --full-properties", _rate(sum(stats.rows.values()), seconds), "",
                     "generate_full_seconds", seconds)
         # The last day of events becomes a second file: the incremental stage loads it.
