@@ -189,15 +189,34 @@ def evaluate(cutoff: str | None, test_days: int, ks: str, truth: str, seed: int,
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--control", default=None, help="The control arm's name (default: the first arm in sort order).")
-def abtest(file: Path, control: str | None) -> None:
-    """Analyze a real A/B test from a CSV of user_id, arm, converted."""
+@click.option("--arms", default=None, help="Comma-separated expected arm names; any other value is an error.")
+@click.option("--ratios", default=None, help="Comma-separated planned split, one per --arms entry "
+              "(default: equal), for the sample ratio check.")
+@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report as JSON to this file.")
+def abtest(file: Path, control: str | None, arms: str | None, ratios: str | None, alpha: float,
+           json_out: Path | None) -> None:
+    """Analyze a real A/B test from a CSV of user_id, arm, converted (0/1), one line per user."""
+    import json
+
     from aisle.stats import AbInputError, analyze_ab_csv, print_ab_report
 
+    arm_list = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
     try:
-        report = analyze_ab_csv(file, control=control)
+        ratio_list = [float(r) for r in ratios.split(",")] if ratios else None
+    except ValueError:
+        raise UserError(f"--ratios must be comma-separated numbers, got {ratios!r}") from None
+    if ratio_list is not None and (arm_list is None or len(ratio_list) != len(arm_list)
+                                   or any(r <= 0 for r in ratio_list)):
+        raise UserError("--ratios needs --arms and one positive number per arm, e.g. --arms a,b --ratios 1,1")
+    try:
+        report = analyze_ab_csv(file, control=control, arms=arm_list, ratios=ratio_list, alpha=alpha)
     except AbInputError as exc:
         raise UserError(str(exc)) from None
     print_ab_report(report, console)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
 
 
 @cli.command()

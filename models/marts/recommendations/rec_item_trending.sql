@@ -1,0 +1,109 @@
+{{
+  config(
+    contract={'enforced': true},
+    indexes=[
+      {'columns': ['item_id'], 'unique': true},
+      {'columns': ['rank_overall']},
+      {'columns': ['category_id', 'rank_in_category']},
+      {'columns': ['root_category_id', 'rank_in_root']},
+    ],
+  )
+}}
+
+{#- Item trending: score = sum over the item's events of weight * 0.5 ^ (age / half-life),
+    with age = anchor - event_ts, the anchor being as_of (or the latest event when as_of is
+    unset, never now()) and the half-life the var trending_half_life_days. Ranked overall,
+    within the item's category and within its root. is_available is false only when the
+    item is known to be unavailable at the anchor (null = unknown). -#}
+{%- set half_life_days = aisle_half_life_days('trending_half_life_days') -%}
+
+with
+
+events as (
+
+    select
+        item_id,
+        event_type,
+        event_ts
+    from {{ ref('fct_events') }}
+    where {{ aisle_before_as_of('event_ts') }}
+
+),
+
+anchor as (
+
+    select {{ aisle_anchor_ts(ref('fct_events')) }} as anchor_ts
+
+),
+
+weights as (
+
+    select
+        event_type,
+        weight
+    from {{ ref('event_weights') }}
+
+),
+
+per_item as (
+
+    select
+        events.item_id,
+        {{ aisle_exact_sum(
+            'coalesce(weights.weight, 0) * ' ~ aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days)
+        ) }} as trending_score,
+        count(*) as n_events,
+        max(events.event_ts) as last_event_ts
+    from events
+    cross join anchor
+    left join weights
+        on events.event_type = weights.event_type
+    group by events.item_id
+
+),
+
+items as (
+
+    select
+        item_id,
+        category_id,
+        root_category_id,
+        is_available
+    from {{ ref('dim_items') }}
+
+),
+
+enriched as (
+
+    select
+        per_item.item_id,
+        coalesce(items.category_id, -1)::bigint as category_id,
+        coalesce(items.root_category_id, -1)::bigint as root_category_id,
+        per_item.trending_score,
+        per_item.n_events,
+        per_item.last_event_ts,
+        items.is_available
+    from per_item
+    left join items
+        on per_item.item_id = items.item_id
+
+),
+
+final as (
+
+    select
+        item_id::bigint as item_id,
+        category_id,
+        root_category_id,
+        trending_score::double precision as trending_score,
+        n_events::bigint as n_events,
+        last_event_ts::timestamptz as last_event_ts,
+        (row_number() over (order by trending_score desc, item_id))::integer as rank_overall,
+        (row_number() over (partition by category_id order by trending_score desc, item_id))::integer as rank_in_category,
+        (row_number() over (partition by root_category_id order by trending_score desc, item_id))::integer as rank_in_root,
+        is_available::boolean as is_available
+    from enriched
+
+)
+
+select * from final

@@ -1,0 +1,69 @@
+{{
+  config(
+    contract={'enforced': true},
+    indexes=[
+      {'columns': ['user_id']},
+    ],
+  )
+}}
+
+{#- User-category affinity, the input of the Python CF step (aisle similarity): per
+    (visitor, category of the item at event time), the time-decayed weighted score
+    sum of weight * 0.5 ^ (age / affinity_half_life_days), the raw counts per event type
+    and the last interaction. The unknown-category bucket (-1) is left out: it says
+    nothing about taste. At full scale this is ~2M rows, so it is kept lean: one pass
+    over fct_events, one aggregate, one index (user_id, for streaming and lookups). -#}
+{%- set half_life_days = aisle_half_life_days('affinity_half_life_days') -%}
+
+with
+
+events as (
+
+    select
+        user_id,
+        category_id,
+        event_type,
+        event_ts
+    from {{ ref('fct_events') }}
+    where {{ aisle_before_as_of('event_ts') }}
+        and category_id <> -1
+
+),
+
+anchor as (
+
+    select {{ aisle_anchor_ts(ref('fct_events')) }} as anchor_ts
+
+),
+
+weights as (
+
+    select
+        event_type,
+        weight
+    from {{ ref('event_weights') }}
+
+),
+
+final as (
+
+    select
+        events.user_id::bigint as user_id,
+        events.category_id::bigint as category_id,
+        {{ aisle_exact_sum(
+            'coalesce(weights.weight, 0) * ' ~ aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days)
+        ) }}::double precision as affinity_score,
+        (count(*) filter (where events.event_type = 'view'))::bigint as n_views,
+        (count(*) filter (where events.event_type = 'addtocart'))::bigint as n_carts,
+        (count(*) filter (where events.event_type = 'transaction'))::bigint as n_purchases,
+        count(*)::bigint as n_events,
+        max(events.event_ts)::timestamptz as last_event_ts
+    from events
+    cross join anchor
+    left join weights
+        on events.event_type = weights.event_type
+    group by events.user_id, events.category_id
+
+)
+
+select * from final
