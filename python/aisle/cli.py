@@ -147,10 +147,13 @@ def run(as_of: str | None, full_refresh: bool, target: str | None) -> None:
 def similarity(as_of: str | None, measure: str, k: int, binary: bool, shrinkage: float, min_support: int,
                target: str | None) -> None:
     """Compute category-category similarity from the affinity mart (top-k per category)."""
-    from aisle.similarity import compute_similarity
+    from aisle.similarity import SimilarityError, compute_similarity
 
-    run_info = compute_similarity(target=resolve_target(target), as_of=as_of, measure=measure, k=k,
-                                  binary=binary, shrinkage=shrinkage, min_support=min_support)
+    try:
+        run_info = compute_similarity(target=resolve_target(target), as_of=as_of, measure=measure, k=k,
+                                      binary=binary, shrinkage=shrinkage, min_support=min_support)
+    except SimilarityError as exc:
+        raise UserError(str(exc)) from None
     console.print(run_info.summary())
 
 

@@ -228,10 +228,11 @@ class HitMatrix:
         are integer ids. Ranks above ``k`` are ignored (only the top K matter). Raises ValueError
         on a rank < 1, a user index out of range, or a repeated (user, rank).
 
-        Method: items are re-coded densely with one ``np.unique`` over list and truth items, each
-        (user, item) pair becomes one int64 key, and list keys are looked up in the sorted, unique
-        truth keys with ``np.isin``; duplicates within a list are found by a lexsort on
-        (user, item, rank).
+        Method (all numpy, O(rows · log)): each (user, item) pair becomes one int64 key (items
+        are re-coded densely with ``np.unique`` only when their ids are too large to key
+        directly); list keys are looked up in the sorted, de-duplicated truth keys with
+        ``np.searchsorted``; repeated items are searched for only among the rows that are in the
+        truth (a lexsort on (key, rank)), since a repeat can only matter when it would be a hit.
         """
         if k < 1:
             raise ValueError("k must be >= 1")
@@ -249,32 +250,45 @@ class HitMatrix:
             raise ValueError("ranks are 1-based; found a rank < 1")
 
         keep = lr <= k
-        lu, lr, li = lu[keep], lr[keep], li[keep]
+        if not keep.all():
+            lu, lr, li = lu[keep], lr[keep], li[keep]
 
         slot = lu * k + (lr - 1)
-        slot_sorted = np.sort(slot)
-        dup_slot = slot_sorted[1:][slot_sorted[1:] == slot_sorted[:-1]]
-        if dup_slot.size:
-            u, r = divmod(int(dup_slot[0]), k)
+        per_slot = np.bincount(slot, minlength=n_users * k)
+        if per_slot.size and per_slot.max() > 1:
+            u, r = divmod(int(np.argmax(per_slot > 1)), k)
             raise ValueError(f"user row {u} has two items at rank {r + 1}; ranks must be unique per user "
                              "(break score ties upstream, e.g. order by score desc, item_id)")
 
-        # dense item codes shared by lists and truth
-        all_items, codes = np.unique(np.concatenate([li, ti]), return_inverse=True)
-        n_codes = max(int(all_items.size), 1)
-        if n_users * n_codes >= 2**62:
-            raise ValueError("too many users x items to key as int64")
-        list_key = lu * n_codes + codes[: li.size]
-        truth_key = np.unique(tu * n_codes + codes[li.size:])
-        truth_size = np.bincount(truth_key // n_codes, minlength=n_users).astype(np.int64)
+        # one int64 key per (user, item): item ids directly when they fit, else dense codes
+        lo = min(int(li.min()) if li.size else 0, int(ti.min()) if ti.size else 0)
+        hi = max(int(li.max()) if li.size else 0, int(ti.max()) if ti.size else 0)
+        if lo >= 0 and n_users * (hi + 1) < 2**62:
+            base, lcode, tcode = hi + 1, li, ti
+        else:
+            all_items, codes = np.unique(np.concatenate([li, ti]), return_inverse=True)
+            base = max(int(all_items.size), 1)
+            if n_users * base >= 2**62:
+                raise ValueError("too many users x items to key as int64")
+            lcode, tcode = codes[: li.size], codes[li.size:]
+        list_key = lu * base + lcode
+        truth_key = np.sort(tu * base + tcode, kind="stable")
+        if truth_key.size:
+            truth_key = truth_key[np.concatenate([[True], truth_key[1:] != truth_key[:-1]])]  # R is a set
+        truth_size = np.bincount(truth_key // base, minlength=n_users).astype(np.int64)
 
-        # first occurrence of each (user, item) in the list, by best rank
-        order = np.lexsort((lr, list_key))
-        first = np.ones(li.size, dtype=bool)
-        sk = list_key[order]
-        first[order[1:]] = sk[1:] != sk[:-1]
-
-        is_hit = first & np.isin(list_key, truth_key, assume_unique=False)
+        if truth_key.size:
+            pos = np.searchsorted(truth_key, list_key)
+            pos[pos == truth_key.size] = 0
+            is_hit = truth_key[pos] == list_key
+        else:
+            is_hit = np.zeros(list_key.size, dtype=bool)
+        # a repeated item is not a second hit: keep only the best-ranked occurrence
+        cand = np.flatnonzero(is_hit)
+        if cand.size:
+            order = cand[np.lexsort((lr[cand], list_key[cand]))]
+            ck = list_key[order]
+            is_hit[order[1:][ck[1:] == ck[:-1]]] = False
 
         hits = np.zeros((n_users, k), dtype=bool)
         present = np.zeros((n_users, k), dtype=bool)
@@ -352,17 +366,27 @@ class BootstrapResult:
     alpha: float
 
     def to_dict(self) -> dict:
-        """JSON-serialisable: {"n_resamples", "seed", "alpha", "n_users", "metrics": {name: {...}}}."""
+        """JSON-serialisable: {"n_resamples", "seed", "alpha", "n_users", "metrics": {name: {...}}}.
+
+        The CI bounds are rounded to 10 significant digits: they come from a BLAS matrix product
+        whose last bits depend on the thread count, and rounding keeps the report byte-identical
+        across machines. The estimate is the plain mean (no BLAS) and is not rounded.
+        """
         return {
             "n_resamples": self.n_resamples,
             "seed": self.seed,
             "alpha": self.alpha,
             "n_users": self.n_users,
             "metrics": {
-                n: {"estimate": float(e), "low": float(lo), "high": float(hi)}
+                n: {"estimate": float(e), "low": _sig(lo), "high": _sig(hi)}
                 for n, e, lo, hi in zip(self.names, self.estimate, self.low, self.high, strict=True)
             },
         }
+
+
+def _sig(x: float, digits: int = 10) -> float:
+    """x rounded to ``digits`` significant digits, as a Python float."""
+    return float(f"{float(x):.{digits}g}")
 
 
 def bootstrap_ci(
@@ -370,7 +394,7 @@ def bootstrap_ci(
     n_resamples: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
-    chunk_elements: int = 4_000_000,
+    chunk_elements: int = 16_000_000,
 ) -> BootstrapResult:
     """Percentile bootstrap CI of the mean of each per-user column, resampling users.
 
@@ -379,11 +403,11 @@ def bootstrap_ci(
     a column of per-user differences between two models gives a paired CI.
 
     Vectorised: each chunk of resamples draws an index matrix (chunk x n_users) with one
-    ``rng.integers`` call, turns it into a count (weight) matrix with one ``np.bincount``, and gets
-    every resampled mean with one matrix product ``counts @ values / n_users``. There is no Python
-    loop over users, only over chunks. Seeded with ``np.random.default_rng(seed)``: the same input
-    and seed give identical results (the chunk size only depends on n_users, and numpy draws the
-    same stream whatever the chunk split).
+    ``rng.integers`` call, turns each row into counts (the resample's weight per user) with
+    ``np.bincount``, and gets every resampled mean of every column with one matrix product
+    ``counts @ values / n_users``. There is no Python loop over users, only over resamples.
+    Seeded with ``np.random.default_rng(seed)``: the same input and seed give identical results
+    (numpy draws the same index stream whatever the chunk split).
 
     NaN values are rejected: exclude users with an empty truth first (``HitMatrix.valid``).
     Returns the point estimate (the plain mean), the alpha/2 and 1 - alpha/2 percentiles, and the
@@ -415,16 +439,18 @@ def bootstrap_ci(
         raise ValueError("alpha must be in (0, 1)")
 
     rng = np.random.default_rng(seed)
+    # ~16M cells per chunk (~100 resamples at 150K users, ~260 MB for indices + counts): BLAS is slow on very
+    # skinny products, so chunks should not be too small either.
     chunk = max(1, min(n_resamples, chunk_elements // n))
+    values = np.ascontiguousarray(values)
     means = np.empty((n_resamples, values.shape[1]), dtype=np.float64)
-    offsets = None
+    counts = np.empty((chunk, n), dtype=np.float64)
     for start in range(0, n_resamples, chunk):
         m = min(chunk, n_resamples - start)
         idx = rng.integers(0, n, size=(m, n))
-        if offsets is None or offsets.shape[0] != m:
-            offsets = (np.arange(m, dtype=np.int64) * n)[:, None]
-        counts = np.bincount((idx + offsets).ravel(), minlength=m * n).reshape(m, n)
-        means[start:start + m] = counts.astype(np.float64) @ values / n
+        for r in range(m):  # one bincount per resample (cache-friendly), never per user
+            counts[r] = np.bincount(idx[r], minlength=n)
+        means[start:start + m] = counts[:m] @ values / n
 
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2], axis=0)
     return BootstrapResult(names=names, estimate=values.mean(axis=0), low=low, high=high,

@@ -1,9 +1,10 @@
 """Statistics for comparing recommenders: paired offline tests and randomized A/B tests.
 
 Everything delegates to statsmodels and scipy where they have the formula (see
-docs/evaluation.md); the few lines computed here are the delta-method cross-check and the
-inversion of Cohen's h, both stated in their docstrings. Every result is a plain dict of Python
-floats/ints/strings/None (JSON-serialisable, NaN replaced by None) so reports can store it as is.
+docs/evaluation.md); the only formula written here is the delta-method cross-check of the lift
+(stated in its docstring, and tested against statsmodels' own delta method). Every result is a
+plain dict of Python floats/ints/strings/None (JSON-serialisable, NaN replaced by None) so
+reports can store it as is.
 
 The same functions serve the simulated A/B test of ``aisle evaluate`` and a real online test:
 ``two_proportion_test`` and ``analyze_ab`` take plain counts, ``analyze_ab_csv`` reads a CSV of
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+from scipy.optimize import brentq
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower
@@ -115,17 +117,22 @@ def minimum_detectable_effect(baseline_rate: float, n_control: int, n_treatment:
     """Smallest increase over ``baseline_rate`` detectable with the given arm sizes.
 
     ``NormalIndPower().solve_power`` gives the smallest Cohen's h = 2·asin(√p_t) − 2·asin(√p_c)
-    (statsmodels' ``proportion_effectsize``) that a two-sided z-test at ``alpha`` detects with
-    ``power``; the treatment rate with that h is p_t = sin(asin(√p_c) + h/2)^2 (the exact inverse
-    of the arcsine transform). Returns the absolute and relative MDE; None where undefined (a
-    baseline of 0 has no relative MDE; no rate ≤ 1 may be reachable).
+    that a two-sided z-test at ``alpha`` detects with ``power`` (nobs1 = treatment size, ratio =
+    control / treatment); the treatment rate p_t > p_c with ``proportion_effectsize(p_t, p_c) = h``
+    is then found by a root search (scipy's brentq). Returns the absolute and relative MDE; None
+    where undefined (a baseline of 0 has no relative MDE; when even p_t = 1 is not detectable).
     """
     if n_control <= 0 or n_treatment <= 0:
         raise ValueError("arm sizes must be > 0")
+    if not 0 <= baseline_rate <= 1:
+        raise ValueError("baseline_rate must be in [0, 1]")
     h = float(NormalIndPower().solve_power(effect_size=None, nobs1=n_treatment, alpha=alpha, power=power,
                                            ratio=n_control / n_treatment, alternative="two-sided"))
-    angle = math.asin(math.sqrt(baseline_rate)) + h / 2
-    p_t = math.sin(angle) ** 2 if angle <= math.pi / 2 else None
+
+    def gap(p: float) -> float:
+        return float(proportion_effectsize(p, baseline_rate)) - h
+
+    p_t = brentq(gap, baseline_rate, 1.0, xtol=1e-14) if gap(1.0) >= 0 else None
     return {
         "alpha": alpha,
         "power": power,
@@ -259,6 +266,10 @@ def analyze_ab(data: pd.DataFrame | Mapping[str, tuple[int, int]], control: str 
         missing = {"arm", "converted"} - set(data.columns)
         if missing:
             raise AbInputError(f"missing column(s): {', '.join(sorted(missing))}")
+        if not data["converted"].isin([0, 1]).all():
+            raise AbInputError("converted must be 0 or 1 for every user")
+        if "user_id" in data.columns and data["user_id"].duplicated().any():
+            raise AbInputError("a user appears more than once; each user must be in exactly one arm, once")
         grouped = data.groupby("arm", sort=True)["converted"].agg(["sum", "count"])
         counts = {str(a): (int(r["sum"]), int(r["count"])) for a, r in grouped.iterrows()}
     else:
@@ -434,17 +445,22 @@ def _p(x: float | None) -> str:
 
 
 def print_ab_report(report: dict, console) -> None:
-    """Print an ``analyze_ab`` report as rich tables, with one plain-words line per treatment."""
+    """Print an ``analyze_ab`` report as rich tables, with one plain-words line per treatment.
+
+    The comparison table has one row per measure and one column per treatment, so it stays
+    narrow enough for an 80-column terminal with two or three treatments.
+    """
     from rich.table import Table
 
     alpha = report["alpha"]
-    arms = Table(title=f"A/B test: {report['n_users']:,} users" + (f" ({report['file']})" if "file" in report else ""))
-    for col, just in (("arm", "left"), ("users", "right"), ("share", "right"), ("conversions", "right"),
-                      ("rate", "right")):
+    title = f"A/B test: {report['n_users']:,} users" + (f" ({report['file']})" if "file" in report else "")
+    arms = Table(title=title)
+    for col, just in (("arm", "left"), ("role", "left"), ("users", "right"), ("share", "right"),
+                      ("conversions", "right"), ("rate", "right")):
         arms.add_column(col, justify=just)
     for a in report["arms"]:
-        name = a["arm"] + (" (control)" if a["arm"] == report["control"] else "")
-        arms.add_row(name, f"{a['n']:,}", _pct(a["share"], 1), f"{a['conversions']:,}", _pct(a["rate"]))
+        role = "control" if a["arm"] == report["control"] else "treatment"
+        arms.add_row(a["arm"], role, f"{a['n']:,}", _pct(a["share"], 1), f"{a['conversions']:,}", _pct(a["rate"]))
     console.print(arms)
 
     srm = report["srm"]
@@ -454,30 +470,42 @@ def print_ab_report(report: dict, console) -> None:
     console.print(f"Sample ratio check: chi-square {srm['statistic']:.3f}, p = {_p(srm['pvalue'])} "
                   f"(flagged below {srm['threshold']}): {verdict}")
 
-    conf = f"{(1 - alpha) * 100:.0f}% CI"
-    tab = Table(title=f"Each treatment vs {report['control']} (z-test; Holm across {len(report['comparisons'])} "
-                      f"treatment(s))")
-    for col in ("treatment", f"difference, pp [{conf}]", f"relative lift, % [{conf}]",
-                f"per 10,000 users [{conf}]", "z", "p", "p (Holm)", "MDE (relative)"):
-        tab.add_column(col, justify="left" if col == "treatment" else "right")
-    for c in report["comparisons"]:
-        d, lift, per = c["difference"], c["lift"], c["per_10000"]
-        per_s = (f"{per['estimate']:+.1f} [{per['low']:+.1f}, {per['high']:+.1f}]"
-                 if per["low"] is not None else f"{per['estimate']:+.1f}")
-        sig = " *" if c["significant"] else ""
-        tab.add_row(c["arm"], _pct_ci(d["estimate"], d["low"], d["high"]),
-                    _pct_ci(lift["estimate"], lift["low"], lift["high"]), per_s,
-                    "n/a" if c["z"] is None else f"{c['z']:.3f}", _p(c["pvalue"]), _p(c["pvalue_holm"]) + sig,
-                    _pct(c["mde"]["relative"], 1))
+    conf = f"{(1 - alpha) * 100:g}% CI"
+    comps = report["comparisons"]
+    tab = Table(title=f"Treatment vs {report['control']}: estimate [{conf}]",
+                caption=f"two-sided z-test; Holm's correction across {len(comps)} treatment(s); "
+                        f"MDE at alpha {alpha:g}, power 80%")
+    tab.add_column("measure")
+    for c in comps:
+        tab.add_column(c["arm"], justify="right")
+
+    def per10k(c: dict) -> str:
+        per = c["per_10000"]
+        ci = "" if per["low"] is None else f" [{per['low']:+.1f}, {per['high']:+.1f}]"
+        return f"{per['estimate']:+.1f}{ci}"
+
+    rows = [
+        ("difference, pp", lambda c: _pct_ci(c["difference"]["estimate"], c["difference"]["low"],
+                                             c["difference"]["high"])),
+        ("relative lift, %", lambda c: _pct_ci(c["lift"]["estimate"], c["lift"]["low"], c["lift"]["high"])),
+        ("  delta-method check", lambda c: _pct_ci(c["lift"]["estimate"], c["lift_delta_method"]["low"],
+                                                   c["lift_delta_method"]["high"])),
+        ("per 10,000 users", per10k),
+        ("z", lambda c: "n/a" if c["z"] is None else f"{c['z']:.3f}"),
+        ("p", lambda c: _p(c["pvalue"])),
+        ("p (Holm)", lambda c: _p(c["pvalue_holm"]) + (" *" if c["significant"] else "")),
+        ("MDE, relative", lambda c: _pct(c["mde"]["relative"], 1)),
+    ]
+    for label, fmt in rows:
+        tab.add_row(label, *(fmt(c) for c in comps))
     console.print(tab)
-    for c in report["comparisons"]:
+    for c in comps:
         per = c["per_10000"]
         if per["low"] is None:
             continue
         word = "more" if per["estimate"] >= 0 else "fewer"
-        verdict = ("statistically significant after Holm's correction" if c["significant"]
-                   else "not statistically significant after Holm's correction")
+        verdict = ("statistically significant" if c["significant"] else "not statistically significant")
         console.print(f"- {c['arm']}: per 10,000 users, about {abs(per['estimate']):.0f} {word} conversions than "
-                      f"{report['control']} ({conf} {per['low']:+.0f} to {per['high']:+.0f}); {verdict} "
-                      f"(alpha {alpha}). The smallest relative lift this test could reliably detect "
-                      f"(power 80%) is {_pct(c['mde']['relative'], 1)}.")
+                      f"{report['control']} ({conf} {per['low']:+.0f} to {per['high']:+.0f}); {verdict} after "
+                      f"Holm's correction (alpha {alpha}). The smallest relative lift this test could reliably "
+                      f"detect (power 80%) is {_pct(c['mde']['relative'], 1)}.")
