@@ -99,23 +99,44 @@ def db_psql(target: str | None) -> None:
 @click.option("--full-properties", is_flag=True, help="Also write the ~20M hashed property rows (loader bench).")
 def generate(scale: float, seed: int, out: Path, full_properties: bool) -> None:
     """Write RetailRocket-format synthetic data (deterministic for a seed)."""
+    from rich.table import Table
+
     from aisle.generate import generate as run_generate
 
     if scale <= 0:
         raise UserError("--scale must be > 0")
-    run_generate(out, scale=scale, seed=seed, full_properties=full_properties, progress=True)
+    if seed < 0:
+        raise UserError("--seed must be >= 0")
+    stats = run_generate(out, scale=scale, seed=seed, full_properties=full_properties, progress=True)
+    table = Table(title=f"generated into {out} (scale {scale:g}, seed {seed})", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for figure, value in stats.summary_rows():
+        table.add_row(figure, value)
+    console.print(table)
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--replace", is_flag=True, help="Reload files that were loaded before (same sha256).")
+@click.option("--min-ts", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+              default="2000-01-01", show_default=True, metavar="DATE",
+              help="Earliest plausible event timestamp (UTC); earlier events are rejected.")
+@click.option("--max-ts", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+              default="2100-01-01", show_default=True, metavar="DATE",
+              help="End of the plausible range (UTC, exclusive); later events are rejected.")
 @_target_option
-def load(paths: tuple[Path, ...], replace: bool, target: str | None) -> None:
-    """Load RetailRocket files (a folder, or .csv / .csv.gz files) into schema raw."""
+def load(paths: tuple[Path, ...], replace: bool, min_ts, max_ts, target: str | None) -> None:
+    """Load RetailRocket files (a folder, or .csv / .csv.gz files) into schema raw.
+
+    Each file is one transaction; a file loaded before (same sha256) is skipped unless
+    --replace. Bad lines go to raw.load_rejects with a reason; a summary table follows.
+    """
     from aisle.load import LoadError, load_paths
 
     try:
-        results = load_paths(list(paths), target=resolve_target(target), replace=replace, progress=True)
+        results = load_paths(list(paths), target=resolve_target(target), replace=replace, progress=True,
+                             min_ts=min_ts, max_ts=max_ts)
     except LoadError as exc:
         raise UserError(str(exc)) from None
     if any(r.status == "failed" for r in results):
@@ -175,18 +196,24 @@ def recommend(user_id: int, n: int, target: str | None) -> None:
 @click.option("--truth", type=click.Choice(["all", "intent", "both"]), default="both", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", "out", default="reports", show_default=True, type=click.Path(path_type=Path))
+@click.option("--resamples", default=1000, show_default=True, type=int, help="Bootstrap resamples per segment.")
+@click.option("--no-build", is_flag=True, help="Re-score an existing backtest build of the same cutoff (no dbt).")
 @_target_option
-def evaluate(cutoff: str | None, test_days: int, ks: str, truth: str, seed: int, out: Path,
-             target: str | None) -> None:
+def evaluate(cutoff: str | None, test_days: int, ks: str, truth: str, seed: int, out: Path, resamples: int,
+             no_build: bool, target: str | None) -> None:
     """Honest backtest: build as of a cutoff, score every model, write the report."""
+    from aisle.evaluate import EvaluateError
     from aisle.evaluate import evaluate as run_evaluate
 
     try:
         k_list = sorted({int(x) for x in ks.split(",") if x.strip()})
     except ValueError:
         raise UserError(f"--k must be comma-separated integers, got {ks!r}") from None
-    run_evaluate(target=resolve_target(target), cutoff=cutoff, test_days=test_days, ks=k_list, truth=truth,
-                 seed=seed, out_dir=out, show=True)
+    try:
+        run_evaluate(target=resolve_target(target), cutoff=cutoff, test_days=test_days, ks=k_list, truth=truth,
+                     seed=seed, out_dir=out, show=True, n_resamples=resamples, build=not no_build)
+    except EvaluateError as exc:
+        raise UserError(str(exc)) from None
 
 
 @cli.command()
