@@ -1,6 +1,13 @@
 -- Schema raw: written only by `aisle load`. Column names follow the RetailRocket
 -- files; staging renames and types them. Every row keeps its batch and line number,
 -- so any raw row can be traced to the file line it came from.
+--
+-- The three data tables are LIST-partitioned by batch_id: the loader COPYs each file
+-- into a new table raw.<table>_b<batch_id> created in the load's own transaction (with
+-- wal_level=minimal that write skips the WAL), then ATTACHes it. Readers see only the
+-- parent tables. `--replace` drops the old batch's partition instead of deleting rows.
+-- The DEFAULT partitions only catch rows inserted by hand (test fixtures); the loader
+-- never writes to them.
 create schema if not exists raw;
 
 -- One row per loaded file. rows_read = rows_loaded + rows_rejected, always.
@@ -39,7 +46,8 @@ create table if not exists raw.events (
     event         text   not null check (event in ('view', 'addtocart', 'transaction')),
     itemid        bigint not null,
     transactionid bigint
-);
+) partition by list (batch_id);
+create table if not exists raw.events_default partition of raw.events default;
 
 -- Only the two properties in the clear (categoryid, available) are kept as rows;
 -- the hashed ones are counted per property in raw.item_property_counts.
@@ -50,7 +58,8 @@ create table if not exists raw.item_properties (
     itemid      bigint not null,
     property    text   not null check (property in ('categoryid', 'available')),
     value       text   not null
-);
+) partition by list (batch_id);
+create table if not exists raw.item_properties_default partition of raw.item_properties default;
 
 create table if not exists raw.item_property_counts (
     batch_id bigint not null references raw.load_batches (batch_id),
@@ -64,4 +73,5 @@ create table if not exists raw.category_tree (
     line_no    bigint not null,
     categoryid bigint not null,
     parentid   bigint
-);
+) partition by list (batch_id);
+create table if not exists raw.category_tree_default partition of raw.category_tree default;
