@@ -44,3 +44,42 @@
   {%- endif -%}
   {{ return(value | float) }}
 {%- endmacro %}
+
+{# The event weights (the seed `event_weights`, passed as `weights_relation`) as one row
+   (w_view, w_addtocart, w_transaction; a type missing from the seed weighs 0). Cross-joined
+   to the events, it gives each event its weight without a per-event join. #}
+{% macro aisle_event_weights_row(weights_relation) -%}
+    select
+        coalesce(max(weight) filter (where event_type = 'view'), 0)::double precision as w_view,
+        coalesce(max(weight) filter (where event_type = 'addtocart'), 0)::double precision as w_addtocart,
+        coalesce(max(weight) filter (where event_type = 'transaction'), 0)::double precision as w_transaction
+    from {{ weights_relation }}
+{%- endmacro %}
+
+{# The weight of one event, given the one-row relation `weights` made by aisle_event_weights_row. #}
+{% macro aisle_event_weight(event_type, weights='weights') -%}
+    case {{ event_type }}
+        when 'view' then {{ weights }}.w_view
+        when 'addtocart' then {{ weights }}.w_addtocart
+        when 'transaction' then {{ weights }}.w_transaction
+        else 0::double precision
+    end
+{%- endmacro %}
+
+{# A pre-hook for the recommendation marts: no parallel workers for this model's
+   statements (SET LOCAL, so only its own transaction). Their aggregates have nearly as
+   many groups as input rows (user x category) or need a sort (distinct visitors), so
+   partial aggregation in workers reduces nothing and the final step redoes the work;
+   and dbt already runs two models at once on two cores. Measured at full scale: the
+   affinity aggregate took 4x longer with two workers than without. #}
+{% macro aisle_serial_plan() -%}
+  {{ return(adapter.dispatch('aisle_serial_plan')()) }}
+{%- endmacro %}
+
+{% macro default__aisle_serial_plan() -%}
+  select 1
+{%- endmacro %}
+
+{% macro postgres__aisle_serial_plan() -%}
+  set local max_parallel_workers_per_gather = 0
+{%- endmacro %}

@@ -1,20 +1,23 @@
 {{
   config(
     contract={'enforced': true},
+    pre_hook=["{{ aisle_serial_plan() }}"],
     indexes=[
       {'columns': ['item_id'], 'unique': true},
-      {'columns': ['rank_overall']},
-      {'columns': ['category_id', 'rank_in_category']},
-      {'columns': ['root_category_id', 'rank_in_root']},
+      {'columns': ['rank_overall'], 'unique': true},
+      {'columns': ['category_id', 'rank_in_category'], 'unique': true},
+      {'columns': ['root_category_id', 'rank_in_root'], 'unique': true},
     ],
   )
 }}
 
 {#- Item popularity: the weighted event count and distinct visitors per item over the
-    popularity window (var popularity_window_days before the anchor; null = all history
-    before as_of), ranked overall, within the item's category and within its root. -#}
+    popularity window (the var popularity_window_days before the anchor, which is as_of or
+    the latest event; null = all history before as_of), ranked overall, within the item's
+    category and within its root. -#}
 {%- set window_days = var('popularity_window_days', none) -%}
-{%- if window_days is not none and (window_days | string) | trim != '' and (window_days | float) <= 0 -%}
+{%- set has_window = window_days is not none and (window_days | string) | trim != '' -%}
+{%- if has_window and (window_days | float) <= 0 -%}
   {{ exceptions.raise_compiler_error("var popularity_window_days must be a positive number of days or null, got: " ~ window_days) }}
 {%- endif -%}
 
@@ -32,7 +35,6 @@ events as (
 
 ),
 
-{% if window_days is not none and (window_days | string) | trim != '' %}
 anchor as (
 
     select {{ aisle_anchor_ts(ref('fct_events')) }} as anchor_ts
@@ -46,55 +48,29 @@ windowed as (
         events.user_id,
         events.event_type
     from events
+    {%- if has_window %}
     cross join anchor
     where events.event_ts >= anchor.anchor_ts - {{ window_days | float }} * interval '1 day'
+    {%- endif %}
 
 ),
-{% else %}
-windowed as (
-
-    select
-        item_id,
-        user_id,
-        event_type
-    from events
-
-),
-{% endif %}
 
 weights as (
 
-    select
-        event_type,
-        weight
-    from {{ ref('event_weights') }}
-
-),
-
--- One row per (item, visitor) first: the distinct-visitor count is then a plain count.
-item_users as (
-
-    select
-        windowed.item_id,
-        windowed.user_id,
-        {{ aisle_exact_sum('coalesce(weights.weight, 0)') }} as weighted_events,
-        count(*) as n_events
-    from windowed
-    left join weights
-        on windowed.event_type = weights.event_type
-    group by windowed.item_id, windowed.user_id
+    {{ aisle_event_weights_row(ref('event_weights')) }}
 
 ),
 
 per_item as (
 
     select
-        item_id,
-        {{ aisle_exact_sum('weighted_events') }} as weighted_events,
-        count(*) as n_users,
-        sum(n_events)::bigint as n_events
-    from item_users
-    group by item_id
+        windowed.item_id,
+        {{ aisle_exact_sum(aisle_event_weight('windowed.event_type')) }} as weighted_events,
+        count(distinct windowed.user_id) as n_users,
+        count(*) as n_events
+    from windowed
+    cross join weights
+    group by windowed.item_id
 
 ),
 

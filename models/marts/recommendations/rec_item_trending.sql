@@ -1,11 +1,12 @@
 {{
   config(
     contract={'enforced': true},
+    pre_hook=["{{ aisle_serial_plan() }}"],
     indexes=[
       {'columns': ['item_id'], 'unique': true},
-      {'columns': ['rank_overall']},
-      {'columns': ['category_id', 'rank_in_category']},
-      {'columns': ['root_category_id', 'rank_in_root']},
+      {'columns': ['rank_overall'], 'unique': true},
+      {'columns': ['category_id', 'rank_in_category'], 'unique': true},
+      {'columns': ['root_category_id', 'rank_in_root'], 'unique': true},
     ],
   )
 }}
@@ -38,10 +39,7 @@ anchor as (
 
 weights as (
 
-    select
-        event_type,
-        weight
-    from {{ ref('event_weights') }}
+    {{ aisle_event_weights_row(ref('event_weights')) }}
 
 ),
 
@@ -50,14 +48,14 @@ per_item as (
     select
         events.item_id,
         {{ aisle_exact_sum(
-            'coalesce(weights.weight, 0) * ' ~ aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days)
+            aisle_event_weight('events.event_type') ~ ' * '
+            ~ aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days)
         ) }} as trending_score,
         count(*) as n_events,
         max(events.event_ts) as last_event_ts
     from events
     cross join anchor
-    left join weights
-        on events.event_type = weights.event_type
+    cross join weights
     group by events.item_id
 
 ),

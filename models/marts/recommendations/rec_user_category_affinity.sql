@@ -1,8 +1,9 @@
 {{
   config(
     contract={'enforced': true},
+    pre_hook=["{{ aisle_serial_plan() }}"],
     indexes=[
-      {'columns': ['user_id']},
+      {'columns': ['user_id', 'category_id'], 'unique': true},
     ],
   )
 }}
@@ -11,8 +12,10 @@
     (visitor, category of the item at event time), the time-decayed weighted score
     sum of weight * 0.5 ^ (age / affinity_half_life_days), the raw counts per event type
     and the last interaction. The unknown-category bucket (-1) is left out: it says
-    nothing about taste. At full scale this is ~2M rows, so it is kept lean: one pass
-    over fct_events, one aggregate, one index (user_id, for streaming and lookups). -#}
+    nothing about taste. At full scale this is ~1.6M rows, so it is kept lean: one pass
+    over fct_events, one hash aggregate, one index. The index is unique on the grain
+    (user_id, category_id): a duplicate fails the build, and its leading user_id serves
+    the per-visitor lookups and streaming. -#}
 {%- set half_life_days = aisle_half_life_days('affinity_half_life_days') -%}
 
 with
@@ -38,10 +41,7 @@ anchor as (
 
 weights as (
 
-    select
-        event_type,
-        weight
-    from {{ ref('event_weights') }}
+    {{ aisle_event_weights_row(ref('event_weights')) }}
 
 ),
 
@@ -51,7 +51,8 @@ final as (
         events.user_id::bigint as user_id,
         events.category_id::bigint as category_id,
         {{ aisle_exact_sum(
-            'coalesce(weights.weight, 0) * ' ~ aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days)
+            aisle_event_weight('events.event_type') ~ ' * '
+            ~ aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days)
         ) }}::double precision as affinity_score,
         (count(*) filter (where events.event_type = 'view'))::bigint as n_views,
         (count(*) filter (where events.event_type = 'addtocart'))::bigint as n_carts,
@@ -60,8 +61,7 @@ final as (
         max(events.event_ts)::timestamptz as last_event_ts
     from events
     cross join anchor
-    left join weights
-        on events.event_type = weights.event_type
+    cross join weights
     group by events.user_id, events.category_id
 
 )
