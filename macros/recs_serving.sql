@@ -1,0 +1,388 @@
+{#
+  Helpers of the serving models (models/marts/recommendations/serving): validated vars and
+  the category-CF list of every known visitor, shared by rec_user_recommendations (the
+  hybrid) and rec_user_cf_candidates (category CF alone, for the evaluation).
+#}
+
+{# A var that must be a positive integer (top_n, candidates_per_category, ...). #}
+{% macro aisle_positive_int_var(var_name) -%}
+  {%- set value = var(var_name) -%}
+  {%- set text = (value | string) | trim -%}
+  {%- if value is none or not modules.re.fullmatch('[0-9]+', text) or (text | int) < 1 -%}
+    {{ exceptions.raise_compiler_error("var " ~ var_name ~ " must be a positive integer, got: " ~ value) }}
+  {%- endif -%}
+  {{ return(text | int) }}
+{%- endmacro %}
+
+{# A boolean var; accepts true/false and the strings 'true'/'false'/'1'/'0' (--vars from a shell). #}
+{% macro aisle_bool_var(var_name) -%}
+  {%- set value = var(var_name) -%}
+  {%- if value is sameas true or value is sameas false -%}{{ return(value) }}{%- endif -%}
+  {%- set text = (value | string) | trim | lower -%}
+  {%- if text in ('true', '1', 'yes') -%}{{ return(true) }}{%- endif -%}
+  {%- if text in ('false', '0', 'no') -%}{{ return(false) }}{%- endif -%}
+  {{ exceptions.raise_compiler_error("var " ~ var_name ~ " must be true or false, got: " ~ value) }}
+{%- endmacro %}
+
+{# The serving settings, validated once: a dict the models read.
+   recent_intent: the recent-intent candidates are on (they need recommend_viewed_items:
+     they are viewed items, so with recommend_viewed_items false they are off).
+   exclude_interacted: every item the visitor viewed, carted or bought is kept out of the
+     category-CF part (with recent intent on, the ones worth showing again are already
+     in the list as recent-intent rows; with recommend_viewed_items false, none may be shown).
+   Otherwise only purchased items are excluded. #}
+{% macro aisle_serving_settings() -%}
+  {%- set recommend_viewed = aisle_bool_var('recommend_viewed_items') -%}
+  {%- set recent_intent = recommend_viewed and aisle_bool_var('recent_intent_candidates') -%}
+  {%- set min_events = var('known_user_min_events') -%}
+  {%- if min_events is none or not modules.re.fullmatch('[0-9]+', (min_events | string) | trim) -%}
+    {{ exceptions.raise_compiler_error("var known_user_min_events must be a non-negative integer, got: " ~ min_events) }}
+  {%- endif -%}
+  {{ return({
+      'top_n': aisle_positive_int_var('top_n'),
+      'min_events': (min_events | string | trim | int),
+      'recommend_viewed': recommend_viewed,
+      'recent_intent': recent_intent,
+      'exclude_interacted': recent_intent or not recommend_viewed,
+  }) }}
+{%- endmacro %}
+
+{# Whether the pure category-CF list (rec_user_cf_candidates) excludes every touched item
+   (recommend_viewed_items false) or only the purchased ones. #}
+{% macro aisle_serving_exclude_interacted(s, pure=false) -%}
+  {{ return((not s.recommend_viewed) if pure else s.exclude_interacted) }}
+{%- endmacro %}
+
+{# SQL over a row of rec_user_profiles (or of the same columns) named `alias`: the visitor's
+   recent-intent row count, excluded-item count and the list positions to skip (bit mask). #}
+{% macro aisle_serving_n_intent(s, alias='profiles') -%}
+  {%- if s.recent_intent -%}least({{ alias }}.n_intent_candidates, {{ s.top_n }}){%- else -%}0{%- endif -%}
+{%- endmacro %}
+
+{% macro aisle_serving_n_excluded(s, alias='profiles', pure=false) -%}
+  {%- if aisle_serving_exclude_interacted(s, pure) -%}{{ alias }}.n_touched{%- else -%}{{ alias }}.n_purchased{%- endif -%}
+{%- endmacro %}
+
+{% macro aisle_serving_skip_mask(s, alias='profiles', pure=false) -%}
+  {%- if aisle_serving_exclude_interacted(s, pure) -%}{{ alias }}.touched_mask{%- else -%}{{ alias }}.purchased_mask{%- endif -%}
+{%- endmacro %}
+
+{#
+  The category-CF rows of every known visitor, as CTEs (the caller writes `with` before
+  them). `s` comes from aisle_serving_settings(); pure=true gives category CF alone (no
+  recent-intent rows before it; its own exclusions). The CTEs the callers read:
+    affinity(user_id, category_id, affinity_score)  the categories known visitors browsed
+    general_users(user_id, n_intent, n_excluded)     the visitors off the fast path
+    general_rows(user_id, item_id, score, reason, cf_rank, n_intent)
+    cf_counts(user_id, n_cf): general-path visitors with n_intent + n_cf < top_n need top-ups
+    cf_rows(user_id, item_id, score, reason, rank): rank = the row's place in the list
+        (after the n_intent recent-intent rows), at most top_n.
+
+  Definition (python/tests/test_recommendations.py computes the same by brute force).
+  For visitor u with recent-intent rows k (0 when pure or off) and excluded items X
+  (aisle_serving_exclude_interacted: every touched item, or only the purchased ones):
+    - each category c that u browsed contributes E(c): the first top_n - k entries of its
+      list (rec_category_candidates, by list_rank) whose item is not in X (fewer when the
+      list runs out);
+    - score(item) = sum over the c whose E(c) holds the item of
+      affinity(u, c) x cf_weight(c, item) (for two or more categories each term is rounded
+      to 2^-32 first, so the sum does not depend on the order of the rows);
+    - the CF items are ranked by score desc, then item_id, and the first top_n - k are
+      kept; reason: the browsed category with the largest term (ties: the lower id).
+
+  How it is computed without sorting 14M rows: each list is an array (list_arrays). A
+  (visitor, category) pair with skip mask m (bit p set = the entry at position p is
+  excluded) unnests the first k' + popcount(m) entries (k' = top_n - k); the entry at
+  position p is kept when bit p is clear and p - popcount(m & (2^p - 1)) <= k', which is
+  also its rank in E(c).
+  A visitor with a single browsed category (about 90%, rec_user_profiles.is_fast) needs
+  nothing more: that rank, plus k, is their final rank. The others (general path) are
+  summed per item and ranked with a window.
+#}
+{% macro aisle_user_cf_ctes(s, pure=false) -%}
+{%- set top_n = s.top_n -%}
+{%- set sfx = '_pure' if pure else '' -%}
+{%- set n_intent = '0' if pure else 'profiles.n_intent' -%}
+affinity as not materialized (
+
+    select
+        affinity.user_id,
+        affinity.category_id,
+        affinity.affinity_score
+    from {{ ref('rec_user_category_affinity') }} as affinity
+    {%- if s.min_events > 1 %}
+    inner join {{ ref('rec_user_profiles') }} as profiles
+        on affinity.user_id = profiles.user_id
+    {%- endif %}
+
+),
+
+lists as not materialized (
+
+    select
+        category_id,
+        list_rank,
+        item_id,
+        cf_weight
+    from {{ ref('rec_category_candidates') }}
+
+),
+
+list_arrays as (
+
+    select
+        category_id,
+        count(*) as n_items,
+        array_agg(item_id order by list_rank) as item_ids,
+        array_agg(cf_weight order by list_rank) as cf_weights,
+        'because you browsed category ' || category_id as reason
+    from lists
+    group by category_id
+
+),
+
+-- Fast path: one browsed category, whose list fills the visitor's list.
+fast_rows as (
+
+    select
+        profiles.user_id,
+        entries.item_id,
+        profiles.affinity_score * entries.cf_weight as score,
+        list_arrays.reason,
+        {{ n_intent }} + entries.position
+            - bit_count((profiles.skip_mask{{ sfx }} & ((1::bigint << entries.position::integer) - 1))::bit(64))
+            as rank
+    from {{ ref('rec_user_profiles') }} as profiles
+    inner join list_arrays
+        on profiles.category_id = list_arrays.category_id
+    cross join lateral unnest(
+        list_arrays.item_ids[1:profiles.bound{{ sfx }}],
+        list_arrays.cf_weights[1:profiles.bound{{ sfx }}]
+    ) with ordinality as entries (item_id, cf_weight, position)
+    where profiles.is_fast{{ sfx }}
+        and (profiles.skip_mask{{ sfx }} >> entries.position::integer) & 1 = 0
+
+),
+
+-- General path: every other known visitor.
+general_users as (
+
+    select
+        user_id,
+        {{ n_intent }} as n_intent,
+        n_excluded{{ sfx }} as n_excluded
+    from {{ ref('rec_user_profiles') }} as profiles
+    where not is_fast{{ sfx }}
+
+),
+
+general_skips as (
+
+    select
+        general_users.user_id,
+        lists.category_id,
+        bit_or(1::bigint << lists.list_rank) as skip_mask
+    from general_users
+    inner join {{ ref('rec_user_item_interactions') }} as interactions
+        on general_users.user_id = interactions.user_id
+    inner join lists
+        on interactions.item_id = lists.item_id
+    {%- if not aisle_serving_exclude_interacted(s, pure) %}
+    where interactions.n_purchases > 0
+    {%- endif %}
+    group by general_users.user_id, lists.category_id
+
+),
+
+general_pairs as (
+
+    select
+        general_users.user_id,
+        general_users.n_intent,
+        affinity.category_id,
+        affinity.affinity_score,
+        coalesce(general_skips.skip_mask, 0) as skip_mask
+    from general_users
+    inner join affinity
+        on general_users.user_id = affinity.user_id
+    left join general_skips
+        on affinity.user_id = general_skips.user_id
+        and affinity.category_id = general_skips.category_id
+
+),
+
+general_entries as (
+
+    select
+        general_pairs.user_id,
+        general_pairs.n_intent,
+        entries.item_id,
+        general_pairs.category_id as browsed_category_id,
+        general_pairs.affinity_score * entries.cf_weight as contribution
+    from general_pairs
+    inner join list_arrays
+        on general_pairs.category_id = list_arrays.category_id
+    cross join lateral unnest(
+        list_arrays.item_ids[1:{{ top_n }} - general_pairs.n_intent + bit_count(general_pairs.skip_mask::bit(64))],
+        list_arrays.cf_weights[1:{{ top_n }} - general_pairs.n_intent + bit_count(general_pairs.skip_mask::bit(64))]
+    ) with ordinality as entries (item_id, cf_weight, position)
+    where (general_pairs.skip_mask >> entries.position::integer) & 1 = 0
+        and entries.position
+            - bit_count((general_pairs.skip_mask & ((1::bigint << entries.position::integer) - 1))::bit(64))
+            <= {{ top_n }} - general_pairs.n_intent
+
+),
+
+general_scores as (
+
+    select
+        user_id,
+        n_intent,
+        item_id,
+        {{ aisle_exact_sum('contribution') }} as score,
+        -(max(array[contribution, -browsed_category_id::double precision]))[2] as browsed_category_id
+    from general_entries
+    group by user_id, n_intent, item_id
+
+),
+
+general_rows as (
+
+    select *
+    from (
+        select
+            user_id,
+            item_id,
+            score,
+            'because you browsed category ' || browsed_category_id::bigint as reason,
+            row_number() over (partition by user_id order by score desc, item_id) as cf_rank,
+            n_intent
+        from general_scores
+    ) as ranked
+    where n_intent + cf_rank <= {{ top_n }}
+
+),
+
+-- A general-path visitor with fewer than top_n - n_intent rows needs top-ups.
+cf_counts as (
+
+    select
+        user_id,
+        count(*) as n_cf
+    from general_rows
+    group by user_id
+
+),
+
+cf_rows as (
+
+    select user_id, item_id, score, reason, rank from fast_rows
+    where rank <= {{ top_n }}
+
+    union all
+
+    select user_id, item_id, score, reason, n_intent + cf_rank as rank from general_rows
+
+)
+{%- endmacro %}
+
+{#
+  aisle_bulk_table: dbt's table materialization for a big mart with an enforced contract.
+  For a contracted model dbt-postgres runs CREATE TABLE (columns and constraints), then
+  INSERT ... SELECT: PostgreSQL never plans an INSERT in parallel, and it writes row by row
+  without the bulk-insert buffer of CREATE TABLE AS (measured on rec_user_recommendations,
+  14M rows: about 2.5 s more, plus the lost parallelism). This materialization checks the
+  contract exactly as dbt does (column names and types, before anything is written), builds
+  the table with CREATE TABLE AS over the contract's columns in the contract's order
+  (parallel query; with wal_level=minimal no WAL), then adds the columns' not_null
+  constraints in one ALTER TABLE (one scan). Other constraint types are refused. Everything
+  else is dbt's own table materialization: indexes after the data, atomic rename, hooks,
+  grants, docs.
+#}
+{% macro aisle_not_null_columns() -%}
+  {%- set columns = [] -%}
+  {%- for column in model['columns'].values() -%}
+    {%- for constraint in column.get('constraints', []) -%}
+      {%- if constraint['type'] == 'not_null' -%}
+        {%- do columns.append(column['name']) -%}
+      {%- else -%}
+        {{ exceptions.raise_compiler_error("materialized='aisle_bulk_table' supports only not_null constraints; column " ~ column['name'] ~ " has " ~ constraint['type']) }}
+      {%- endif -%}
+    {%- endfor -%}
+  {%- endfor -%}
+  {%- if model.get('constraints') -%}
+    {{ exceptions.raise_compiler_error("materialized='aisle_bulk_table' does not support model-level constraints") }}
+  {%- endif -%}
+  {{ return(columns) }}
+{%- endmacro %}
+
+{% materialization aisle_bulk_table, adapter='postgres' %}
+
+  {%- set existing_relation = load_cached_relation(this) -%}
+  {%- set target_relation = this.incorporate(type='table') %}
+  {%- set intermediate_relation = make_intermediate_relation(target_relation) -%}
+  {%- set preexisting_intermediate_relation = load_cached_relation(intermediate_relation) -%}
+  {%- set backup_relation_type = 'table' if existing_relation is none else existing_relation.type -%}
+  {%- set backup_relation = make_backup_relation(target_relation, backup_relation_type) -%}
+  {%- set preexisting_backup_relation = load_cached_relation(backup_relation) -%}
+  {% set grant_config = config.get('grants') %}
+  {%- set contract_config = config.get('contract') -%}
+  {%- set not_null_columns = aisle_not_null_columns() -%}
+
+  {{ drop_relation_if_exists(preexisting_intermediate_relation) }}
+  {{ drop_relation_if_exists(preexisting_backup_relation) }}
+
+  {{ run_hooks(pre_hooks, inside_transaction=False) }}
+
+  -- `BEGIN` happens here:
+  {{ run_hooks(pre_hooks, inside_transaction=True) }}
+
+  {% call statement('main') -%}
+    {%- set sql_header = config.get('sql_header', none) -%}
+    {{ sql_header if sql_header is not none }}
+    {%- if contract_config.enforced %}
+      {{ get_assert_columns_equivalent(sql) }}
+    {%- endif %}
+    create table {{ intermediate_relation }} as (
+      {%- if contract_config.enforced %}
+      {{ get_select_subquery(sql) }}
+      {%- else %}
+      {{ sql }}
+      {%- endif %}
+    );
+    {%- if contract_config.enforced and not_null_columns %}
+    alter table {{ intermediate_relation }}
+      {%- for column in not_null_columns %}
+      alter column {{ adapter.quote(column) }} set not null{{ "," if not loop.last }}
+      {%- endfor %};
+    {%- endif %}
+  {%- endcall %}
+
+  {% do create_indexes(intermediate_relation) %}
+
+  {% if existing_relation is not none %}
+    {% set existing_relation = load_cached_relation(existing_relation) %}
+    {% if existing_relation is not none %}
+      {{ adapter.rename_relation(existing_relation, backup_relation) }}
+    {% endif %}
+  {% endif %}
+
+  {{ adapter.rename_relation(intermediate_relation, target_relation) }}
+
+  {{ run_hooks(post_hooks, inside_transaction=True) }}
+
+  {% set should_revoke = should_revoke(existing_relation, full_refresh_mode=True) %}
+  {% do apply_grants(target_relation, grant_config, should_revoke=should_revoke) %}
+
+  {% do persist_docs(target_relation, model) %}
+
+  -- `COMMIT` happens here
+  {{ adapter.commit() }}
+
+  {{ drop_relation_if_exists(backup_relation) }}
+
+  {{ run_hooks(post_hooks, inside_transaction=False) }}
+
+  {{ return({'relations': [target_relation]}) }}
+
+{% endmaterialization %}

@@ -1,0 +1,222 @@
+{#
+  Dialect-specific building blocks of the core warehouse, behind adapter.dispatch so
+  the project can later target another engine (a default__ version is portable SQL).
+#}
+
+{# A 64-bit hash (bigint) of a few bigint and text expressions: stable across reloads,
+   runs and Postgres versions (hashint8extended/hashtextextended are the functions hash
+   partitioning relies on, so their values never change across versions). Chained
+   through the seed, so the order of the parts matters; a null part hashes as the
+   smallest bigint (or the empty string for text). Integer parts are hashed as
+   integers: no text conversion, three times cheaper than hashing a concatenation. #}
+{% macro aisle_hash64(bigints=[], texts=[]) -%}
+  {{ return(adapter.dispatch('aisle_hash64')(bigints, texts)) }}
+{%- endmacro %}
+
+{% macro postgres__aisle_hash64(bigints, texts) -%}
+  {%- set ns = namespace(expr='0') -%}
+  {%- for t in texts | reverse -%}
+    {%- set ns.expr = "hashtextextended(coalesce(" ~ t ~ ", ''), " ~ ns.expr ~ ")" -%}
+  {%- endfor -%}
+  {%- for b in bigints | reverse -%}
+    {%- set ns.expr = "hashint8extended(coalesce(" ~ b ~ ", -9223372036854775808), " ~ ns.expr ~ ")" -%}
+  {%- endfor -%}
+  {{ ns.expr }}
+{%- endmacro %}
+
+{% macro default__aisle_hash64(bigints, texts) -%}
+  {%- set parts = [] -%}
+  {%- for b in bigints %}{% do parts.append("coalesce(cast(" ~ b ~ " as varchar), '')") %}{% endfor -%}
+  {%- for t in texts %}{% do parts.append("coalesce(" ~ t ~ ", '')") %}{% endfor -%}
+  cast(conv(substr(md5(concat_ws('|', {{ parts | join(', ') }})), 1, 15), 16, 10) as bigint)
+{%- endmacro %}
+
+{# Epoch milliseconds (bigint) to timestamptz, exactly (integer arithmetic, no float). #}
+{% macro aisle_epoch_ms_to_timestamptz(column) -%}
+  {{ return(adapter.dispatch('aisle_epoch_ms_to_timestamptz')(column)) }}
+{%- endmacro %}
+
+{% macro postgres__aisle_epoch_ms_to_timestamptz(column) -%}
+  (timestamptz '1970-01-01 00:00:00+00' + {{ column }} * interval '1 millisecond')
+{%- endmacro %}
+
+{% macro default__aisle_epoch_ms_to_timestamptz(column) -%}
+  timestamp_millis({{ column }})
+{%- endmacro %}
+
+{# timestamptz to epoch milliseconds (bigint). #}
+{% macro aisle_timestamptz_to_epoch_ms(column) -%}
+  {{ return(adapter.dispatch('aisle_timestamptz_to_epoch_ms')(column)) }}
+{%- endmacro %}
+
+{% macro postgres__aisle_timestamptz_to_epoch_ms(column) -%}
+  (date_part('epoch', {{ column }}) * 1000)::bigint
+{%- endmacro %}
+
+{% macro default__aisle_timestamptz_to_epoch_ms(column) -%}
+  unix_millis({{ column }})
+{%- endmacro %}
+
+{# The session gap as an interval, from the var session_gap_minutes (validated). #}
+{% macro aisle_session_gap() -%}
+  {%- set minutes = var('session_gap_minutes', 30) -%}
+  {%- if minutes is none or (minutes | string) | trim == '' or (minutes | float) <= 0 -%}
+    {{ exceptions.raise_compiler_error("var session_gap_minutes must be a positive number of minutes, got: " ~ minutes) }}
+  {%- endif -%}
+  ({{ minutes | float }} * interval '1 minute')
+{%- endmacro %}
+
+{#
+  Validity intervals of one item property from its snapshots (used by
+  int_item_category_history and int_item_availability_history).
+
+  A snapshot at time t says "from t on, the value is v". Consecutive snapshots with the
+  same value are collapsed into one interval; the interval ends where the next change
+  starts (valid_to is exclusive). The first interval of an item starts at '-infinity'
+  (before the first snapshot the earliest known value applies) and the last one ends
+  at 'infinity'. When two snapshots of one item share a timestamp, the one loaded last
+  (batch_id, line_no) wins. last_batch_id is the latest load batch holding a snapshot
+  of the item (lineage, and the incremental watermark). `snapshots` is a relation with
+  item_id, snapshot_ts, batch_id, line_no and the value column.
+#}
+{% macro aisle_property_history(snapshots, value_column) -%}
+one_per_timestamp as (
+
+    select distinct on (item_id, snapshot_ts)
+        item_id,
+        snapshot_ts,
+        {{ value_column }},
+        batch_id
+    from {{ snapshots }}
+    order by item_id, snapshot_ts, batch_id desc, line_no desc
+
+),
+
+changes as (
+
+    select
+        item_id,
+        snapshot_ts,
+        {{ value_column }},
+        lag({{ value_column }}) over item_order as previous_value,
+        row_number() over item_order as snapshot_no,
+        max(batch_id) over (partition by item_id) as last_batch_id
+    from one_per_timestamp
+    window item_order as (partition by item_id order by snapshot_ts)
+
+),
+
+change_points as (
+
+    select
+        item_id,
+        snapshot_ts,
+        {{ value_column }},
+        snapshot_no = 1 as is_first,
+        last_batch_id
+    from changes
+    where snapshot_no = 1
+        or {{ value_column }} is distinct from previous_value
+
+),
+
+intervals as (
+
+    select
+        item_id,
+        {{ value_column }},
+        snapshot_ts as changed_at,
+        case when is_first then '-infinity'::timestamptz else snapshot_ts end as valid_from,
+        coalesce(
+            lead(snapshot_ts) over (partition by item_id order by snapshot_ts),
+            'infinity'::timestamptz
+        ) as valid_to,
+        last_batch_id
+    from change_points
+
+)
+{%- endmacro %}
+
+{#
+  Whether an incremental run of a property history must rebuild it: true when a
+  finished item_properties batch is newer than every batch the table has seen (a new
+  file, or a file reloaded with --replace, which gets a new batch). Otherwise the
+  snapshots are unchanged and the run is a no-op. (A batch whose snapshots all lie
+  after as_of keeps a backtest's history rebuilding each run: correct, only slower.)
+#}
+{% macro aisle_property_history_is_stale() -%}
+  {%- set batches = source('retailrocket', 'load_batches') -%}
+  {%- if not execute or not is_incremental() -%}{{ return(true) }}{%- endif -%}
+  {%- set query -%}
+    select coalesce((select max(batch_id) from {{ batches }}
+                     where file_kind = 'item_properties' and status = 'finished'), 0)
+         > coalesce((select max(last_batch_id) from {{ this }}), 0)
+  {%- endset -%}
+  {{ return(run_query(query).columns[0].values()[0]) }}
+{%- endmacro %}
+
+{#
+  The category watermark of a build: the latest load batch behind the item category
+  history and the category tree it used. int_events_sessionized stores it with every
+  row and refuses an incremental run once either has moved on (new snapshots or a new
+  tree change the categories of events already built): rebuild with --full-refresh.
+#}
+{% macro aisle_category_watermark() -%}
+  greatest(
+    (select coalesce(max(last_batch_id), 0) from {{ ref('int_item_category_history') }}),
+    (select coalesce(max(batch_id), 0) from {{ source('retailrocket', 'load_batches') }}
+     where file_kind = 'category_tree' and status = 'finished')
+  )
+{%- endmacro %}
+
+{# Fails an incremental run of an event model whose stored categories are out of date:
+   the category history or the category tree changed since the table was built. #}
+{% macro aisle_require_current_categories(column) -%}
+  {%- if execute and is_incremental() -%}
+    {%- set query -%}
+      -- Every row of a build holds the same watermark (a run with another one stops
+      -- here), so one row tells.
+      select coalesce((select {{ column }} from {{ this }} limit 1) = {{ aisle_category_watermark() }}, true)
+    {%- endset -%}
+    {%- if not run_query(query).columns[0].values()[0] -%}
+      {{ exceptions.raise_compiler_error(
+          "new item-property snapshots or a new category tree were loaded since " ~ this ~
+          " was built, so the categories of events already built may change: rebuild with " ~
+          "`dbt build --full-refresh` (or `aisle run --full-refresh`)") }}
+    {%- endif -%}
+  {%- endif -%}
+{%- endmacro %}
+
+{# A post-hook: ANALYZE a table that has no statistics yet (a fresh full build), so
+   the next models plan with real row counts; incremental runs change a few rows and
+   skip it. #}
+{% macro aisle_analyze_if_new() -%}
+  do $aisle$
+  begin
+    if not exists (select 1 from pg_catalog.pg_statistic where starelid = '{{ this }}'::regclass) then
+      execute 'analyze {{ this }}';
+    end if;
+  end
+  $aisle$
+{%- endmacro %}
+
+{#
+  A pre-hook for the full build of a model that sorts or aggregates millions of rows,
+  for that build's transaction only (incremental runs read a few rows and keep the
+  server's settings):
+  - work_mem 1GB: the 2.7M-event sorts need ~300 MB in memory; with less they spill to
+    disk (external merge) and take about twice as long. Two models build at once, so
+    the peak stays within a few GB on the 24 GB machine.
+  - prefer_sort: no hash aggregate. When the input is stored in (or near) the grouping
+    order, a sort and a streaming GroupAggregate cost half of a hash aggregate with
+    millions of groups (measured at full scale).
+  - sequential_scans: no index scans, which the planner otherwise picks to get that
+    order, reading every row through the index.
+#}
+{% macro aisle_full_build_settings(prefer_sort=false, sequential_scans=false) -%}
+  {%- if execute and not is_incremental() -%}
+  set local work_mem = '1GB'
+  {%- if prefer_sort %}; set local enable_hashagg = off{% endif -%}
+  {%- if sequential_scans %}; set local enable_indexscan = off; set local enable_bitmapscan = off{% endif -%}
+  {%- endif -%}
+{%- endmacro %}

@@ -1,0 +1,129 @@
+{{
+  config(
+    indexes=[
+      {'columns': ['user_id', 'item_id'], 'unique': true},
+    ],
+    post_hook=["analyze {{ this }}"],
+  )
+}}
+
+-- Built in the serving step, with the models that read it (the pipeline builds
+-- `source:similarity+` after the similarity step):
+-- depends_on: {{ source('similarity', 'category_similarity') }}
+
+{#- What each visitor did with each item before as_of: one row per (visitor, item) with
+    the event counts per type, the recent-intent score and the item's availability. The
+    serving models read it for the exclusions (purchased items, and viewed ones when
+    recommend_viewed_items is false) and for the recent-intent candidates ("viewed or
+    carted recently, not purchased"), ranked by the intent score: the sum of the event
+    weights of the visitor's views and carts of the item, each decayed by
+    0.5 ^ (age / affinity_half_life_days), anchored like the affinity mart (as_of, or the
+    latest event). intent_rank orders the items the visitor may be shown again (not
+    purchased, not known unavailable) by that score (ties: the lower item_id). category_id
+    is the item's category at the visitor's events (-1 unknown; the lowest when it changed
+    between them, category_changed). About one row per 1.25 events. -#}
+{%- set half_life_days = aisle_half_life_days('affinity_half_life_days') %}
+{#- The seed is tiny and never analyzed: without statistics the planner sorts 2.7M events
+    to merge-join it. -#}
+{%- call set_sql_header(config) %}
+analyze {{ ref('event_weights') }};
+{%- endcall %}
+
+with
+
+anchor as (
+
+    select {{ aisle_anchor_ts(ref('fct_events')) }} as anchor_ts
+
+),
+
+weights as (
+
+    select
+        event_type,
+        weight
+    from {{ ref('event_weights') }}
+
+),
+
+items as (
+
+    select
+        item_id,
+        is_available
+    from {{ ref('dim_items') }}
+
+),
+
+-- Sorted by visitor and item, so the grouping streams and the window below only sorts
+-- each visitor's few rows (a hash aggregate over ~2M groups would spill).
+events as (
+
+    select
+        events.user_id,
+        events.item_id,
+        events.event_type,
+        events.category_id,
+        events.event_ts,
+        case when events.event_type <> 'transaction' then coalesce(weights.weight, 0) * {{
+            aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days) }} else 0 end as intent_term,
+        items.is_available
+    from {{ ref('fct_events') }} as events
+    cross join anchor
+    left join weights
+        on events.event_type = weights.event_type
+    left join items
+        on events.item_id = items.item_id
+    where {{ aisle_before_as_of('events.event_ts') }}
+    order by events.user_id, events.item_id
+
+),
+
+per_pair as (
+
+    select
+        user_id,
+        item_id,
+        count(*) filter (where event_type = 'view') as n_views,
+        count(*) filter (where event_type = 'addtocart') as n_carts,
+        count(*) filter (where event_type = 'transaction') as n_purchases,
+        {{ aisle_exact_sum('intent_term') }} as intent_score,
+        max(event_ts) as last_event_ts,
+        min(category_id) filter (where category_id <> -1) as min_category_id,
+        max(category_id) filter (where category_id <> -1) as max_category_id,
+        min(is_available::integer)::boolean as is_available
+    from events
+    group by user_id, item_id
+
+),
+
+enriched as (
+
+    select
+        *,
+        n_purchases = 0 and is_available is not false as is_intent_candidate
+    from per_pair
+
+),
+
+final as (
+
+    select
+        user_id::bigint as user_id,
+        item_id::bigint as item_id,
+        coalesce(min_category_id, -1)::bigint as category_id,
+        coalesce(min_category_id <> max_category_id, false)::boolean as category_changed,
+        n_views::bigint as n_views,
+        n_carts::bigint as n_carts,
+        n_purchases::bigint as n_purchases,
+        intent_score::double precision as intent_score,
+        last_event_ts::timestamptz as last_event_ts,
+        is_available::boolean as is_available,
+        (case when is_intent_candidate then row_number() over (
+            partition by user_id, is_intent_candidate order by intent_score desc, item_id
+        ) end)::integer as intent_rank
+    from enriched
+
+)
+
+select * from final
