@@ -1,9 +1,10 @@
 {#-
-  One row per session (int_events_new_events): visitor, start and end (first and last
-  event time), duration, event counts by type, distinct items and categories (category
-  as of the event time, the unknown bucket counting as one), and whether the session
-  converted (has at least one transaction). last_batch_id is the latest load batch
-  that contributed an event (lineage, and the incremental watermark).
+  One row per session (from int_events_sessionized, the table behind fct_events):
+  visitor, start and end (first and last event time), duration, event counts by type,
+  distinct items and categories (category as of the event time, the unknown bucket
+  counting as one), and whether the session converted (has at least one transaction).
+  last_batch_id is the latest load batch that contributed an event (lineage, and the
+  incremental watermark).
 
   Incremental: for each visitor with events from new batches, the sessions from the
   earliest session holding a new event on are rebuilt (strategy replace_tail), which
