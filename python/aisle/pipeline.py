@@ -72,7 +72,7 @@ def run_pipeline(*, target: str | None = None, as_of: str | None = None, full_re
                  show: bool = True, timer: StepTimer | None = None, dbt_vars: dict | None = None,
                  similarity_params: dict | None = None) -> StepTimer:
     """Build upstream marts, compute similarity, build the recommendation marts."""
-    from aisle.dbt import run_dbt
+    from aisle.dbt import DbtFailed, run_dbt
     from aisle.similarity import compute_similarity
 
     timer = timer or StepTimer()
@@ -81,7 +81,17 @@ def run_pipeline(*, target: str | None = None, as_of: str | None = None, full_re
     refresh = ["--full-refresh"] if full_refresh else []
     where = f" as of {as_of}" if as_of else ""
     with timer.step(f"dbt build: warehouse and recommendation inputs{where}", show) as note:
-        run = run_dbt(["build", "--exclude", DOWNSTREAM, *refresh], target=target, vars=vars_, quiet=not show)
+        try:
+            run = run_dbt(["build", "--exclude", DOWNSTREAM, *refresh], target=target, vars=vars_, quiet=not show)
+        except DbtFailed as exc:
+            # New property snapshots or a new category tree change the categories of
+            # events already built: the incremental models refuse, and we rebuild.
+            if refresh or "--full-refresh" not in str(exc):
+                raise
+            console.print("[yellow]new item properties or a new category tree were loaded: "
+                          "rebuilding the warehouse with --full-refresh[/]")
+            refresh = ["--full-refresh"]
+            run = run_dbt(["build", "--exclude", DOWNSTREAM, *refresh], target=target, vars=vars_, quiet=not show)
         note["detail"] = _dbt_detail(run)
     with timer.step(f"similarity{where}", show) as note:
         sim = compute_similarity(target=resolved, as_of=as_of, **(similarity_params or {}))
