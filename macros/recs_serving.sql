@@ -128,7 +128,8 @@ lists as not materialized (
 
 ),
 
-list_arrays as (
+-- Not materialized: a CTE scan cannot run in a parallel worker, and this is cheap to redo.
+list_arrays as not materialized (
 
     select
         category_id,
@@ -149,8 +150,8 @@ fast_rows as (
         entries.item_id,
         profiles.affinity_score * entries.cf_weight as score,
         list_arrays.reason,
-        {{ n_intent }} + entries.position
-            - bit_count((profiles.skip_mask{{ sfx }} & ((1::bigint << entries.position::integer) - 1))::bit(64))
+        {{ n_intent }} + entries.position - case when profiles.skip_mask{{ sfx }} = 0 then 0 else
+            bit_count((profiles.skip_mask{{ sfx }} & ((1::bigint << entries.position::integer) - 1))::bit(64)) end
             as rank
     from {{ ref('rec_user_profiles') }} as profiles
     inner join list_arrays
@@ -176,6 +177,9 @@ general_users as (
 
 ),
 
+-- Per (visitor, browsed category): the positions of the category's list holding an
+-- excluded item. The visitor's rows are read through the indexes on user_id (lateral), not
+-- by scanning the 2M interactions and 1.5M affinities for 10% of the visitors.
 general_skips as (
 
     select
@@ -183,13 +187,16 @@ general_skips as (
         lists.category_id,
         bit_or(1::bigint << lists.list_rank) as skip_mask
     from general_users
-    inner join {{ ref('rec_user_item_interactions') }} as interactions
-        on general_users.user_id = interactions.user_id
+    cross join lateral (
+        select interactions.item_id
+        from {{ ref('rec_user_item_interactions') }} as interactions
+        where interactions.user_id = general_users.user_id
+        {%- if not aisle_serving_exclude_interacted(s, pure) %}
+            and interactions.n_purchases > 0
+        {%- endif %}
+    ) as excluded
     inner join lists
-        on interactions.item_id = lists.item_id
-    {%- if not aisle_serving_exclude_interacted(s, pure) %}
-    where interactions.n_purchases > 0
-    {%- endif %}
+        on excluded.item_id = lists.item_id
     group by general_users.user_id, lists.category_id
 
 ),
@@ -199,15 +206,20 @@ general_pairs as (
     select
         general_users.user_id,
         general_users.n_intent,
-        affinity.category_id,
-        affinity.affinity_score,
+        browsed.category_id,
+        browsed.affinity_score,
         coalesce(general_skips.skip_mask, 0) as skip_mask
     from general_users
-    inner join affinity
-        on general_users.user_id = affinity.user_id
+    cross join lateral (
+        select
+            affinity.category_id,
+            affinity.affinity_score
+        from affinity
+        where affinity.user_id = general_users.user_id
+    ) as browsed
     left join general_skips
-        on affinity.user_id = general_skips.user_id
-        and affinity.category_id = general_skips.category_id
+        on general_users.user_id = general_skips.user_id
+        and browsed.category_id = general_skips.category_id
 
 ),
 

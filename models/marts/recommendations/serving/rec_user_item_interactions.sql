@@ -1,8 +1,13 @@
+{#- The seed is tiny and never analyzed: without statistics the planner sorts 2.7M events to
+    merge-join it. The ~2M groups of aggregates and the window's sort fit in 1 GB of memory
+    (set local: this build's transaction only). -#}
 {{
   config(
     indexes=[
       {'columns': ['user_id', 'item_id'], 'unique': true},
     ],
+    pre_hook=["analyze {{ ref('event_weights') }}"],
+    sql_header="set local work_mem = '1GB';",
     post_hook=["analyze {{ this }}"],
   )
 }}
@@ -23,11 +28,6 @@
     is the item's category at the visitor's events (-1 unknown; the lowest when it changed
     between them, category_changed). About one row per 1.25 events. -#}
 {%- set half_life_days = aisle_half_life_days('affinity_half_life_days') %}
-{#- The seed is tiny and never analyzed: without statistics the planner sorts 2.7M events
-    to merge-join it. -#}
-{%- call set_sql_header(config) %}
-analyze {{ ref('event_weights') }};
-{%- endcall %}
 
 with
 
@@ -55,8 +55,6 @@ items as (
 
 ),
 
--- Sorted by visitor and item, so the grouping streams and the window below only sorts
--- each visitor's few rows (a hash aggregate over ~2M groups would spill).
 events as (
 
     select
@@ -66,16 +64,12 @@ events as (
         events.category_id,
         events.event_ts,
         case when events.event_type <> 'transaction' then coalesce(weights.weight, 0) * {{
-            aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days) }} else 0 end as intent_term,
-        items.is_available
+            aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days) }} else 0 end as intent_term
     from {{ ref('fct_events') }} as events
     cross join anchor
     left join weights
         on events.event_type = weights.event_type
-    left join items
-        on events.item_id = items.item_id
     where {{ aisle_before_as_of('events.event_ts') }}
-    order by events.user_id, events.item_id
 
 ),
 
@@ -90,8 +84,7 @@ per_pair as (
         {{ aisle_exact_sum('intent_term') }} as intent_score,
         max(event_ts) as last_event_ts,
         min(category_id) filter (where category_id <> -1) as min_category_id,
-        max(category_id) filter (where category_id <> -1) as max_category_id,
-        min(is_available::integer)::boolean as is_available
+        max(category_id) filter (where category_id <> -1) as max_category_id
     from events
     group by user_id, item_id
 
@@ -100,9 +93,12 @@ per_pair as (
 enriched as (
 
     select
-        *,
-        n_purchases = 0 and is_available is not false as is_intent_candidate
+        per_pair.*,
+        items.is_available,
+        per_pair.n_purchases = 0 and items.is_available is not false as is_intent_candidate
     from per_pair
+    left join items
+        on per_pair.item_id = items.item_id
 
 ),
 

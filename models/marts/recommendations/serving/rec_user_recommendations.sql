@@ -176,22 +176,38 @@ topup_candidates as (
 
 ),
 
+-- What a short visitor may not be shown again: excluded items and their CF rows.
+short_taken as (
+
+    select
+        interactions.user_id,
+        interactions.item_id
+    from short_users
+    inner join {{ ref('rec_user_item_interactions') }} as interactions
+        on short_users.user_id = interactions.user_id
+    {%- if not s.exclude_interacted %}
+    where interactions.n_purchases > 0
+    {%- endif %}
+
+    union
+
+    select
+        general_rows.user_id,
+        general_rows.item_id
+    from short_users
+    inner join general_rows
+        on short_users.user_id = general_rows.user_id
+
+),
+
 topup_allowed as (
 
     select topup_candidates.*
     from topup_candidates
-    left join {{ ref('rec_user_item_interactions') }} as interactions
-        on topup_candidates.user_id = interactions.user_id
-        and topup_candidates.item_id = interactions.item_id
-    left join general_rows
-        on topup_candidates.user_id = general_rows.user_id
-        and topup_candidates.item_id = general_rows.item_id
-    where general_rows.user_id is null
-    {%- if s.exclude_interacted %}
-        and interactions.user_id is null
-    {%- else %}
-        and (interactions.user_id is null or interactions.n_purchases = 0)
-    {%- endif %}
+    left join short_taken
+        on topup_candidates.user_id = short_taken.user_id
+        and topup_candidates.item_id = short_taken.item_id
+    where short_taken.user_id is null
 
 ),
 
