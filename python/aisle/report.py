@@ -19,6 +19,9 @@ METRIC_LABELS = {"hr": "HR", "precision": "Precision", "recall": "Recall", "ndcg
 SEGMENT_LABELS = {"all": "all test users", "known": "known users (events before T)",
                   "cold": "cold users (no event before T)"}
 OUTCOME_WORDS = {"all": ("view, cart or buy", "looked at"), "intent": ("add to cart or buy", "added to cart or bought")}
+VARIANT_LABELS_MD = {"all": "any event (view, cart or purchase)", "intent": "intent (cart or purchase)",
+                     "all_novel": "any event on an item new to the user",
+                     "intent_novel": "intent on an item new to the user"}
 SHORT_VARIANT = {"all": "any", "intent": "intent", "all_novel": "any, new items", "intent_novel": "intent, new items"}
 COLORS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
 
@@ -263,6 +266,33 @@ def _lift_chart(plt, report: dict, path: Path) -> bool:
 # --------------------------------------------------------------------------- markdown
 
 
+def headline_markdown(report: dict) -> str:
+    """The headline table (first truth variant, every test user) as markdown, for the README."""
+    proto = report["protocol"]
+    ks, kp = proto["ks"], proto["primary_k"]
+    variant = _headline_variant(report)
+    seg = report["metrics"][variant]["all"]
+    lines = [
+        f"## Headline: {seg['n_users']:,} test users, truth = {VARIANT_LABELS_MD.get(variant, variant)}",
+        "",
+        f"Backtest at T = {proto['as_of']} with a {proto['test_days']}-day test window; 95% bootstrap CIs "
+        f"({proto['bootstrap']['n_resamples']:,} resamples, seed {proto['seed']}); p: McNemar against "
+        f"{_label(report, proto['baseline'])}, Holm-adjusted.",
+        "",
+        "| model | users served | " + " | ".join(f"HR@{k}" for k in ks) + f" | NDCG@{kp} | HR@{kp} vs "
+        f"{_label(report, proto['baseline'])} | p |",
+        "|---|---:|" + "---:|" * (len(ks) + 3),
+    ]
+    for m, res in seg["models"].items():
+        vs = res.get("vs_baseline", {}).get(str(kp))
+        diff = "baseline" if vs is None else signed_pp(vs["hr_difference"])
+        p = "" if vs is None else pval(vs["pvalue_holm"])
+        lines.append(f"| {_label(report, m)} | {pct(res['user_coverage']['estimate'], 1)} | "
+                     + " | ".join(pct_ci(res["at_k"][str(k)]["hr"]) for k in ks)
+                     + f" | {num_ci(res['at_k'][str(kp)]['ndcg'])} | {diff} | {p} |")
+    return "\n".join(lines)
+
+
 def write_markdown(report: dict, path: Path, charts: list[Path]) -> None:
     path.write_text(render_markdown(report, [c.name for c in charts]))
 
@@ -284,6 +314,8 @@ def render_markdown(report: dict, chart_names: list[str]) -> str:
         f"Reproduce with `aisle evaluate --cutoff {proto['as_of']} --test-days {proto['test_days']} "
         f"--k {','.join(map(str, ks))} --seed {proto['seed']}`: the same data, cutoff and seed give an identical "
         "`evaluation.json`.")
+    add("")
+    add(headline_markdown(report))
     add("")
     add("## What it means for a shop")
     add("")

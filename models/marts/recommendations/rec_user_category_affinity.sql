@@ -1,7 +1,7 @@
 {{
   config(
     contract={'enforced': true},
-    pre_hook=["{{ aisle_serial_plan() }}"],
+    pre_hook=["{{ aisle_serial_plan() }}", "{{ aisle_full_build_settings(prefer_sort=true) }}"],
     indexes=[
       {'columns': ['user_id', 'category_id'], 'unique': true},
     ],
@@ -13,7 +13,8 @@
     sum of weight * 0.5 ^ (age / affinity_half_life_days), the raw counts per event type
     and the last interaction. The unknown-category bucket (-1) is left out: it says
     nothing about taste. At full scale this is ~1.6M rows, so it is kept lean: one pass
-    over fct_events, one hash aggregate, one index. The index is unique on the grain
+    over fct_events, one sorted aggregate (with ~1.6M groups, Sort + GroupAggregate measured
+    3x faster than HashAggregate at full scale, and the rows come out in index order), one index. The index is unique on the grain
     (user_id, category_id): a duplicate fails the build, and its leading user_id serves
     the per-visitor lookups and streaming. -#}
 {%- set half_life_days = aisle_half_life_days('affinity_half_life_days') -%}
