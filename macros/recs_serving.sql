@@ -99,7 +99,13 @@
   nothing more: that rank, plus k, is their final rank. The others (general path) are
   summed per item and ranked with a window.
 #}
-{% macro aisle_user_cf_ctes(s, pure=false) -%}
+{#- users: optional `schema.table` with a user_id column; restricts the visitors computed
+    (the evaluation passes its test users, so the pure-CF view costs nothing for the rest). -#}
+{% macro aisle_user_cf_ctes(s, pure=false, users=none) -%}
+{%- if users is not none and not modules.re.fullmatch('[a-z_][a-z0-9_]*[.][a-z_][a-z0-9_]*', users) -%}
+  {{ exceptions.raise_compiler_error("var evaluation_users must be a lower-case schema.table name, got: " ~ users) }}
+{%- endif -%}
+{%- set only_users = '' if users is none else ' and profiles.user_id in (select user_id from ' ~ users ~ ')' -%}
 {%- set top_n = s.top_n -%}
 {%- set sfx = '_pure' if pure else '' -%}
 {%- set n_intent = '0' if pure else 'profiles.n_intent' -%}
@@ -161,7 +167,7 @@ fast_rows as (
         list_arrays.cf_weights[1:profiles.bound{{ sfx }}]
     ) with ordinality as entries (item_id, cf_weight, position)
     where profiles.is_fast{{ sfx }}
-        and (profiles.skip_mask{{ sfx }} >> entries.position::integer) & 1 = 0
+        and (profiles.skip_mask{{ sfx }} >> entries.position::integer) & 1 = 0{{ only_users }}
 
 ),
 
@@ -173,7 +179,7 @@ general_users as (
         {{ n_intent }} as n_intent,
         n_excluded{{ sfx }} as n_excluded
     from {{ ref('rec_user_profiles') }} as profiles
-    where not is_fast{{ sfx }}
+    where not is_fast{{ sfx }}{{ only_users }}
 
 ),
 

@@ -12,10 +12,13 @@
     list may be shorter than top_n, or absent. A view: production never reads it, and the
     evaluation reads it once per backtest (computing it costs about what the hybrid does). -#}
 {%- set s = aisle_serving_settings() -%}
+{#- The evaluation sets var evaluation_users (schema.table of its test users): the view is
+    then computed for those visitors only (a filter on the view is not pushed down). -#}
+{%- set users = var('evaluation_users', none) -%}
 
 with
 
-{{ aisle_user_cf_ctes(s, pure=true) }},
+{{ aisle_user_cf_ctes(s, pure=true, users=users) }},
 
 final as (
 
