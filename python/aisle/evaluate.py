@@ -457,8 +457,11 @@ def global_hits(n_users: int, k: int, items: np.ndarray, truth_user: np.ndarray,
 
 
 def build_hit_matrix(lists: ModelLists, n_users: int, k: int, truth_user: np.ndarray,
-                     truth_item: np.ndarray) -> HitMatrix:
-    """The model's HitMatrix over all test users at K (per-user rows via HitMatrix.from_long)."""
+                     truth_item: np.ndarray, truth_size: np.ndarray | None = None) -> HitMatrix:
+    """The model's HitMatrix over all test users at K (per-user rows via HitMatrix.from_long).
+
+    ``truth_size`` (``truth_sizes`` of the same pairs) may be passed when several models share it.
+    """
     truth_user = np.asarray(truth_user, dtype=np.int64)
     truth_item = np.asarray(truth_item, dtype=np.int64)
     has_own = np.zeros(n_users, dtype=bool)
@@ -481,7 +484,16 @@ def build_hit_matrix(lists: ModelLists, n_users: int, k: int, truth_user: np.nda
         items[rest, :d.size] = d
         tmask = rest[truth_user]
         hits |= global_hits(n_users, k, d, truth_user[tmask], truth_item[tmask])
-    return HitMatrix(hits=hits, present=present, items=items, truth_size=truth_sizes(n_users, truth_user, truth_item))
+    if truth_size is None:
+        truth_size = truth_sizes(n_users, truth_user, truth_item)
+    return HitMatrix(hits=hits, present=present, items=items, truth_size=truth_size)
+
+
+def _has_own(lists: ModelLists, n_users: int) -> np.ndarray:
+    """Which test users have a list of their own (the others get the default list, or nothing)."""
+    mask = np.zeros(n_users, dtype=bool)
+    mask[lists.user] = True
+    return mask
 
 
 def truth_sizes(n_users: int, truth_user: np.ndarray, truth_item: np.ndarray) -> np.ndarray:
@@ -767,33 +779,42 @@ def bootstrap_columns(columns: dict[str, np.ndarray], n_resamples: int, seed: in
     the same list) have identical resampled means, so each distinct, non-constant column is
     bootstrapped once. Dense data goes to :func:`aisle.metrics.bootstrap_ci`; when most users
     are zero in every column (most visitors hit nothing) :func:`sparse_bootstrap` draws the same
-    distribution at a fraction of the cost.
+    distribution at a fraction of the cost, and only the non-zero rows are ever copied.
     """
     import hashlib
 
     out: dict[str, dict[str, float]] = {}
-    unique: dict[str, np.ndarray] = {}
-    alias: dict[str, str] = {}
-    seen: dict[bytes, str] = {}
+    live: dict[str, np.ndarray] = {}
+    n = 0
+    nz: np.ndarray | None = None
     for name, col in columns.items():
-        col = np.ascontiguousarray(col, dtype=np.float64)
-        if col.size and col.min() == col.max():
-            c = float(col[0])
-            out[name] = {"estimate": c, "low": c, "high": c}
+        col = np.asarray(col, dtype=np.float64)
+        n = col.size
+        lo, hi = (col.min(), col.max()) if n else (0.0, 0.0)
+        if lo == hi:
+            out[name] = {"estimate": float(lo), "low": float(lo), "high": float(hi)}
             continue
-        key = hashlib.blake2b(col.tobytes(), digest_size=16).digest()
-        if key in seen and np.array_equal(unique[seen[key]], col):
-            alias[name] = seen[key]
-            continue
-        seen[key] = name
-        unique[name] = col
-    if unique:
-        values = np.column_stack(list(unique.values()))
-        if np.any(values != 0, axis=1).mean() <= SPARSE_SHARE:
-            low, high = sparse_bootstrap(values, n_resamples=n_resamples, seed=seed, alpha=alpha)
-            est = values.mean(axis=0)
-            res = {n: {"estimate": float(e), "low": _sig(lo), "high": _sig(hi)}
-                   for n, e, lo, hi in zip(unique, est, low, high, strict=True)}
+        live[name] = col
+        nz = (col != 0) if nz is None else (nz | (col != 0))
+    if live:
+        sparse = nz.mean() <= SPARSE_SHARE
+        rows = np.flatnonzero(nz) if sparse else slice(None)
+        unique: dict[str, np.ndarray] = {}
+        alias: dict[str, str] = {}
+        seen: dict[bytes, str] = {}
+        for name, col in live.items():
+            part = np.ascontiguousarray(col[rows])  # outside the non-zero rows every column is 0
+            key = hashlib.blake2b(part.tobytes(), digest_size=16).digest()
+            if key in seen and np.array_equal(unique[seen[key]], part):
+                alias[name] = seen[key]
+                continue
+            seen[key] = name
+            unique[name] = part
+        if sparse:
+            values = np.column_stack(list(unique.values()))
+            low, high = _sparse_rows_bootstrap(values, n, n_resamples=n_resamples, seed=seed, alpha=alpha)
+            res = {name: {"estimate": float(live[name].mean()), "low": _sig(lo), "high": _sig(hi)}
+                   for name, lo, hi in zip(unique, low, high, strict=True)}
         else:
             res = bootstrap_ci(unique, n_resamples=n_resamples, seed=seed, alpha=alpha).to_dict()["metrics"]
         out.update(res)
@@ -808,8 +829,8 @@ def _sig(x: float, digits: int = 10) -> float:
     return float(f"{float(x):.{digits}g}")
 
 
-def sparse_bootstrap(values: np.ndarray, n_resamples: int, seed: int, alpha: float,
-                     chunk_cells: int = 8_000_000) -> tuple[np.ndarray, np.ndarray]:
+def sparse_bootstrap(values: np.ndarray, n_resamples: int, seed: int, alpha: float
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap of column means over users when most rows are all zero; exact.
 
     The bootstrap draws n users with replacement and averages; a resampled mean is
@@ -822,16 +843,21 @@ def sparse_bootstrap(values: np.ndarray, n_resamples: int, seed: int, alpha: flo
     ``np.random.default_rng(seed)``. Returns the alpha/2 and 1 − alpha/2 percentiles per column.
     """
     values = np.asarray(values, dtype=np.float64)
-    n = values.shape[0]
     nz = np.flatnonzero(np.any(values != 0, axis=1))
-    k = int(nz.size)
+    return _sparse_rows_bootstrap(values[nz], values.shape[0], n_resamples, seed, alpha)
+
+
+def _sparse_rows_bootstrap(v: np.ndarray, n: int, n_resamples: int, seed: int, alpha: float,
+                           chunk_cells: int = 8_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`sparse_bootstrap` given only the non-zero rows ``v`` of an n-row matrix."""
+    k = int(v.shape[0])
     if n == 0 or k == 0:
-        zero = np.zeros(values.shape[1])
+        zero = np.zeros(v.shape[1])
         return zero, zero
-    v = np.ascontiguousarray(values[nz])
+    v = np.ascontiguousarray(v, dtype=np.float64)
     rng = np.random.default_rng(seed)
     totals = rng.binomial(n, k / n, size=n_resamples)
-    means = np.empty((n_resamples, values.shape[1]), dtype=np.float64)
+    means = np.empty((n_resamples, v.shape[1]), dtype=np.float64)
     chunk = max(1, min(n_resamples, chunk_cells // k))
     for start in range(0, n_resamples, chunk):
         t = totals[start:start + chunk]
@@ -855,11 +881,13 @@ def per_user_values(hms: dict[str, HitMatrix], ks: Sequence[int]) -> dict[str, d
 
 def score_segment(hms: dict[str, HitMatrix], per_user: dict[str, dict[int, dict[str, np.ndarray]]],
                   users: np.ndarray, ks: Sequence[int], n_catalog: int, baseline: str, n_resamples: int, seed: int,
-                  alpha: float) -> dict:
+                  alpha: float, own: dict[str, np.ndarray] | None = None) -> dict:
     """Metrics with CIs, coverage and paired tests of every model on one user set.
 
     ``users`` is a bool mask over the test users (a segment's users with a non-empty truth);
-    ``per_user`` comes from :func:`per_user_values`. One bootstrap call covers every model, metric
+    ``per_user`` comes from :func:`per_user_values`; ``own`` (optional) marks, per model, the users
+    with a list of their own: all the others see the same default list, so one of them is enough
+    to count the distinct recommended items (catalog coverage). One bootstrap call covers every model, metric
     and K plus the paired per-user differences HR(model) − HR(baseline) and NDCG(model) −
     NDCG(baseline), so all CIs of a segment come from the same resamples.
     """
@@ -887,7 +915,13 @@ def score_segment(hms: dict[str, HitMatrix], per_user: dict[str, dict[int, dict[
     models: dict[str, dict] = {}
     hits = {m: {k: _hits_at(hm, k)[users] for k in ks} for m, hm in hms.items()}
     for m, hm in hms.items():
-        items, present = hm.items[users], hm.present[users]
+        keep = users
+        if own is not None:
+            keep = users & own[m]
+            shared = np.flatnonzero(users & ~own[m])
+            if shared.size:
+                keep[shared[0]] = True
+        items, present = hm.items[keep], hm.present[keep]
         at_k: dict[str, dict] = {}
         for k in ks:
             entry = {metric: ci[f"{m}|{metric}@{k}"] for metric in RANKING_METRICS}
@@ -895,7 +929,7 @@ def score_segment(hms: dict[str, HitMatrix], per_user: dict[str, dict[int, dict[
             entry["hits"] = int(hits[m][k].sum())
             at_k[str(k)] = entry
         models[m] = {"user_coverage": ci[f"{m}|user_coverage"],
-                     "users_served": int(present.any(axis=1).sum()), "at_k": at_k}
+                     "users_served": int(hm.present[users].any(axis=1).sum()), "at_k": at_k}
 
     if baseline in hms:
         others = [m for m in hms if m != baseline]
@@ -991,11 +1025,13 @@ def _score_all(test: TestSet, lists: dict[str, ModelLists], variants: Sequence[s
     for variant in variants:
         mask = test.variant_mask(variant)
         tu, ti = test.truth_user[mask], test.truth_item[mask]
-        hms = {m: build_hit_matrix(lists[m], test.n_users, kmax, tu, ti) for m in lists}
+        size = truth_sizes(test.n_users, tu, ti)
+        hms = {m: build_hit_matrix(lists[m], test.n_users, kmax, tu, ti, size) for m in lists}
         hms_by_variant[variant] = hms
         # Only users with a non-empty truth are test users of this variant: the per-user values
         # are computed for them alone (the intent variants keep ~4% of the users).
-        valid = next(iter(hms.values())).truth_size > 0
+        valid = size > 0
+        own = {m: _has_own(lists[m], test.n_users)[valid] for m in lists}
         hms_valid = {m: hm.subset(valid) for m, hm in hms.items()}
         per_user = per_user_values(hms_valid, ks)
         metrics[variant] = {}
@@ -1008,7 +1044,7 @@ def _score_all(test: TestSet, lists: dict[str, ModelLists], variants: Sequence[s
             key = hashlib.blake2b(users.tobytes() + tu[in_seg].tobytes() + ti[in_seg].tobytes()).digest()
             if key not in done:
                 done[key] = score_segment(hms_valid, per_user, seg[valid], ks, test.n_catalog, baseline,
-                                          n_resamples, seed, alpha)
+                                          n_resamples, seed, alpha, own=own)
             res = copy.deepcopy(done[key])
             res["n_segment_users"] = int(seg.sum())
             res["n_excluded_empty_truth"] = res["n_segment_users"] - res["n_users"]

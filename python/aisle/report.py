@@ -65,6 +65,12 @@ def pval(p: float | None) -> str:
     return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
+def p_is(p: float | None) -> str:
+    """'p = 0.0123' or 'p < 0.0001', for sentences."""
+    text = pval(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def _label(report: dict, model: str) -> str:
     return report["models"][model]["label"]
 
@@ -143,7 +149,7 @@ def ab_sentences(report: dict) -> list[str]:
     srm = ab["srm"]
     out.append(f"Simulated A/B test: {ab['n_control']:,} visitors see {_label(report, ab['control'])}, "
                f"{ab['n_treatment']:,} see {_label(report, ab['treatment'])} (hash split; sample ratio check "
-               f"p = {pval(srm['pvalue'])}{', MISMATCH' if srm['mismatch'] else ', ok'}).")
+               f"{p_is(srm['pvalue'])}{', MISMATCH' if srm['mismatch'] else ', ok'}).")
     for outcome, res in ab.get("outcomes", {}).items():
         r = res.get(kp)
         if not r:
@@ -160,7 +166,7 @@ def ab_sentences(report: dict) -> list[str]:
         mde = r["mde"]["relative"]
         out.append(f"Per 10,000 visitors, about {abs(per['estimate']):.0f} {word} visitors {what} one of the "
                    f"{kp} recommended items within {days} days with {_label(report, ab['treatment'])} than with "
-                   f"{_label(report, ab['control'])}{ci}{lift_s}; z-test p = {pval(r['pvalue'])}, {verdict} at "
+                   f"{_label(report, ab['control'])}{ci}{lift_s}; z-test {p_is(r['pvalue'])}, {verdict} at "
                    f"α = {r['alpha']:g}. Smallest relative lift this test could detect (power 80%): "
                    f"{pct(mde, 1) if mde is not None else 'n/a'}.")
     return out
@@ -440,8 +446,8 @@ def render_markdown(report: dict, chart_names: list[str]) -> str:
     srm = ab["srm"]
     add(f"Population: {ab['population']}. Assignment: {ab['assignment']}. Control: "
         f"{_label(report, ab['control'])} ({ab['n_control']:,} users); treatment: {_label(report, ab['treatment'])} "
-        f"({ab['n_treatment']:,} users). Sample ratio check: chi-square {srm['statistic']:.3f}, p = "
-        f"{pval(srm['pvalue'])} → {'**mismatch**' if srm['mismatch'] else 'ok'}.")
+        f"({ab['n_treatment']:,} users). Sample ratio check: chi-square {srm['statistic']:.3f}, "
+        f"{p_is(srm['pvalue'])} → {'**mismatch**' if srm['mismatch'] else 'ok'}.")
     add("")
     if ab.get("outcomes"):
         add("| outcome | K | control rate | treatment rate | difference (Newcombe 95% CI) | relative lift (95% CI) | "
