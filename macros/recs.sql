@@ -83,3 +83,11 @@
 {% macro postgres__aisle_serial_plan() -%}
   set local max_parallel_workers_per_gather = 0
 {%- endmacro %}
+
+{# The three deterministic ranks of an item mart (overall, in category, in root):
+   higher score first, ties broken by the lower item_id. #}
+{% macro aisle_item_ranks(score) -%}
+        (row_number() over (order by {{ score }} desc, item_id))::integer as rank_overall,
+        (row_number() over (partition by category_id order by {{ score }} desc, item_id))::integer as rank_in_category,
+        (row_number() over (partition by root_category_id order by {{ score }} desc, item_id))::integer as rank_in_root
+{%- endmacro %}

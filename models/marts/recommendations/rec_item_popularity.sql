@@ -110,9 +110,7 @@ final as (
         weighted_events::double precision as weighted_events,
         n_users::bigint as n_users,
         n_events::bigint as n_events,
-        (row_number() over (order by weighted_events desc, item_id))::integer as rank_overall,
-        (row_number() over (partition by category_id order by weighted_events desc, item_id))::integer as rank_in_category,
-        (row_number() over (partition by root_category_id order by weighted_events desc, item_id))::integer as rank_in_root,
+        {{ aisle_item_ranks('weighted_events') }},
         is_available::boolean as is_available
     from enriched
 

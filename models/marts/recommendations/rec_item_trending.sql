@@ -96,9 +96,7 @@ final as (
         trending_score::double precision as trending_score,
         n_events::bigint as n_events,
         last_event_ts::timestamptz as last_event_ts,
-        (row_number() over (order by trending_score desc, item_id))::integer as rank_overall,
-        (row_number() over (partition by category_id order by trending_score desc, item_id))::integer as rank_in_category,
-        (row_number() over (partition by root_category_id order by trending_score desc, item_id))::integer as rank_in_root,
+        {{ aisle_item_ranks('trending_score') }},
         is_available::boolean as is_available
     from enriched
 
