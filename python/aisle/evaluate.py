@@ -468,7 +468,11 @@ def build_hit_matrix(lists: ModelLists, n_users: int, k: int, truth_user: np.nda
     has_own[lists.user] = True
     hits = np.zeros((n_users, k), dtype=bool)
     present = np.zeros((n_users, k), dtype=bool)
-    items = np.zeros((n_users, k), dtype=np.int64)
+    # Item ids are stored in 32 bits when they fit (RetailRocket's are < 500K): the matrix is
+    # only read for catalog coverage, and it is the largest array the evaluation keeps.
+    ids = [lists.item, np.asarray(lists.default if lists.default is not None else [], dtype=np.int64)]
+    small = all(a.size == 0 or (a.min() >= np.iinfo(np.int32).min and a.max() <= np.iinfo(np.int32).max) for a in ids)
+    items = np.zeros((n_users, k), dtype=np.int32 if small else np.int64)
     own = np.flatnonzero(has_own)
     if own.size:
         local = np.full(n_users, -1, dtype=np.int64)
@@ -848,7 +852,7 @@ def sparse_bootstrap(values: np.ndarray, n_resamples: int, seed: int, alpha: flo
 
 
 def _sparse_rows_bootstrap(v: np.ndarray, n: int, n_resamples: int, seed: int, alpha: float,
-                           chunk_cells: int = 8_000_000) -> tuple[np.ndarray, np.ndarray]:
+                           chunk_cells: int = 2_000_000) -> tuple[np.ndarray, np.ndarray]:
     """:func:`sparse_bootstrap` given only the non-zero rows ``v`` of an n-row matrix."""
     k = int(v.shape[0])
     if n == 0 or k == 0:
@@ -897,12 +901,17 @@ def score_segment(hms: dict[str, HitMatrix], per_user: dict[str, dict[int, dict[
     if n == 0:
         return {"n_users": 0, "models": {}}
     kmax = max(ks)
+    every_user = bool(users.all())
+
+    def pick(values: np.ndarray) -> np.ndarray:
+        return values if every_user else values[users]  # no copy when the segment is everyone
+
     cols: dict[str, np.ndarray] = {}
     for m in hms:
-        cols[f"{m}|user_coverage"] = per_user[m][kmax]["user_coverage"][users]
+        cols[f"{m}|user_coverage"] = pick(per_user[m][kmax]["user_coverage"])
         for k in ks:
             for metric in RANKING_METRICS:
-                cols[f"{m}|{metric}@{k}"] = per_user[m][k][metric][users]
+                cols[f"{m}|{metric}@{k}"] = pick(per_user[m][k][metric])
     if baseline in hms:
         for m in hms:
             if m == baseline:
@@ -1022,17 +1031,27 @@ def _score_all(test: TestSet, lists: dict[str, ModelLists], variants: Sequence[s
     hms_by_variant: dict[str, dict[str, HitMatrix]] = {}
     metrics: dict[str, dict] = {}
     done: dict[bytes, dict] = {}
+    first_variant: dict[str, HitMatrix] = {}
     for variant in variants:
         mask = test.variant_mask(variant)
         tu, ti = test.truth_user[mask], test.truth_item[mask]
         size = truth_sizes(test.n_users, tu, ti)
         hms = {m: build_hit_matrix(lists[m], test.n_users, kmax, tu, ti, size) for m in lists}
-        hms_by_variant[variant] = hms
+        # A model's lists (present, items) do not depend on the truth: every variant shares the
+        # first variant's copy, which keeps the process's memory flat in the number of variants.
+        for m, hm in hms.items():
+            first = first_variant.setdefault(m, hm)
+            if first is not hm:
+                hms[m] = HitMatrix(hits=hm.hits, present=first.present, items=first.items,
+                                   truth_size=hm.truth_size)
+        # The simulated A/B test needs only its two arms' hit matrices; the rest are dropped
+        # with this variant.
+        hms_by_variant[variant] = {m: hms[m] for m in (baseline, treatment) if m in hms}
         # Only users with a non-empty truth are test users of this variant: the per-user values
         # are computed for them alone (the intent variants keep ~4% of the users).
         valid = size > 0
         own = {m: _has_own(lists[m], test.n_users)[valid] for m in lists}
-        hms_valid = {m: hm.subset(valid) for m, hm in hms.items()}
+        hms_valid = hms if valid.all() else {m: hm.subset(valid) for m, hm in hms.items()}
         per_user = per_user_values(hms_valid, ks)
         metrics[variant] = {}
         for segment in SEGMENTS:
@@ -1049,6 +1068,7 @@ def _score_all(test: TestSet, lists: dict[str, ModelLists], variants: Sequence[s
             res["n_segment_users"] = int(seg.sum())
             res["n_excluded_empty_truth"] = res["n_segment_users"] - res["n_users"]
             metrics[variant][segment] = res
+        del hms, hms_valid, per_user  # before the next variant allocates its own
     ab = simulated_ab(test, hms_by_variant, ks, seed, control=baseline, treatment=treatment, alpha=alpha)
     return {"metrics": metrics, "ab_test": ab}, hms_by_variant
 
