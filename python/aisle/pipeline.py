@@ -27,6 +27,12 @@ console = Console(highlight=False, soft_wrap=True)
 # dbt selection of the models that read the similarity table (and their tests).
 DOWNSTREAM = "source:similarity+"
 
+# Production builds run the models and their data tests, not the unit tests: a unit test
+# checks a model's SQL on fixed inputs, so its result cannot change with the data, and dbt's
+# docs recommend running unit tests in development and CI only. `make test` runs every unit
+# test (python/tests builds with plain `dbt build`), and so does a `dbt build` by hand.
+PRODUCTION_FLAGS = ["--exclude-resource-type", "unit_test"]
+
 
 @dataclass
 class StepTimer:
@@ -82,7 +88,8 @@ def run_pipeline(*, target: str | None = None, as_of: str | None = None, full_re
     where = f" as of {as_of}" if as_of else ""
     with timer.step(f"dbt build: warehouse and recommendation inputs{where}", show) as note:
         try:
-            run = run_dbt(["build", "--exclude", DOWNSTREAM, *refresh], target=target, vars=vars_, quiet=not show)
+            run = run_dbt(["build", "--exclude", DOWNSTREAM, *PRODUCTION_FLAGS, *refresh], target=target,
+                          vars=vars_, quiet=not show)
         except DbtFailed as exc:
             # New property snapshots or a new category tree change the categories of
             # events already built: the incremental models refuse, and we rebuild.
@@ -91,13 +98,15 @@ def run_pipeline(*, target: str | None = None, as_of: str | None = None, full_re
             console.print("[yellow]new item properties or a new category tree were loaded: "
                           "rebuilding the warehouse with --full-refresh[/]")
             refresh = ["--full-refresh"]
-            run = run_dbt(["build", "--exclude", DOWNSTREAM, *refresh], target=target, vars=vars_, quiet=not show)
+            run = run_dbt(["build", "--exclude", DOWNSTREAM, *PRODUCTION_FLAGS, *refresh], target=target,
+                          vars=vars_, quiet=not show)
         note["detail"] = _dbt_detail(run)
     with timer.step(f"similarity{where}", show) as note:
         sim = compute_similarity(target=resolved, as_of=as_of, **(similarity_params or {}))
         note["detail"] = sim.summary() if hasattr(sim, "summary") else ""
     with timer.step(f"dbt build: recommendations{where}", show) as note:
-        run = run_dbt(["build", "--select", DOWNSTREAM, *refresh], target=target, vars=vars_, quiet=not show)
+        run = run_dbt(["build", "--select", DOWNSTREAM, *PRODUCTION_FLAGS, *refresh], target=target,
+                      vars=vars_, quiet=not show)
         note["detail"] = _dbt_detail(run)
     return timer
 
