@@ -265,7 +265,7 @@ def demo(scale: float | None, seed: int, skip_evaluate: bool, target: str | None
 @cli.command()
 @click.option("--scale", default=1.0, show_default=True, type=float)
 @click.option("--only", default=None, help="Comma-separated sections: generate,load,dbt,similarity,recs,"
-              "lookup,evaluate.")
+              "increment,lookup,evaluate.")
 @_target_option
 def bench(scale: float, only: str | None, target: str | None) -> None:
     """Measure throughput and timings at a scale, and print a table."""
