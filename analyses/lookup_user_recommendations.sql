@@ -5,7 +5,7 @@
 -- in step. Bind %(user_id)s and %(n)s (psycopg named parameters; `dbt compile` leaves
 -- them as they are, and resolves the schemas, including a backtest's with --vars as_of).
 -- The first branch is one probe of the unique index on (user_id, item_id) and reads the
--- visitor's rows, which lie together in one or two heap pages; the second reads the
+-- visitor's rows, a few heap pages (recent intent, CF and top-ups are written in turn); the second reads the
 -- default list through its (root_category_id, rank) index and only runs when the first
 -- finds nothing. For a context (a root category the visitor is browsing), replace
 -- `root_category_id is null` by `root_category_id = <root>`.

@@ -67,6 +67,24 @@
   {%- if aisle_serving_exclude_interacted(s, pure) -%}{{ alias }}.touched_mask{%- else -%}{{ alias }}.purchased_mask{%- endif -%}
 {%- endmacro %}
 
+{# Var evaluation_users, validated: none (every known visitor), or the `schema.table` (lower
+   case, unquoted) of the evaluation's test users, with a user_id column. `aisle evaluate`
+   sets it for its backtest build: rec_user_item_interactions then keeps only those visitors'
+   events, so rec_user_profiles, rec_user_recommendations and rec_user_cf_candidates hold
+   only the known visitors among them, with the same rows as an unrestricted build (every
+   serving row of a visitor is computed from that visitor's own interactions and the shared
+   category lists). The tests of "every known visitor has a list" then check every known
+   visitor among those users. #}
+{% macro aisle_evaluation_users() -%}
+  {%- set users = var('evaluation_users', none) -%}
+  {%- if users is none or (users | string | trim) in ('', 'none', 'null') -%}{{ return(none) }}{%- endif -%}
+  {%- set users = users | string | trim -%}
+  {%- if not modules.re.fullmatch('[a-z_][a-z0-9_]*[.][a-z_][a-z0-9_]*', users) -%}
+    {{ exceptions.raise_compiler_error("var evaluation_users must be a lower-case schema.table name, got: " ~ users) }}
+  {%- endif -%}
+  {{ return(users) }}
+{%- endmacro %}
+
 {#
   The category-CF rows of every known visitor, as CTEs (the caller writes `with` before
   them). `s` comes from aisle_serving_settings(); pure=true gives category CF alone (no
@@ -99,12 +117,10 @@
   nothing more: that rank, plus k, is their final rank. The others (general path) are
   summed per item and ranked with a window.
 #}
-{#- users: optional `schema.table` with a user_id column; restricts the visitors computed
-    (the evaluation passes its test users, so the pure-CF view costs nothing for the rest). -#}
+{#- users: optional `schema.table` with a user_id column (aisle_evaluation_users()); restricts
+    the visitors computed (the evaluation passes its test users, so the pure-CF view costs
+    nothing for the rest). -#}
 {% macro aisle_user_cf_ctes(s, pure=false, users=none) -%}
-{%- if users is not none and not modules.re.fullmatch('[a-z_][a-z0-9_]*[.][a-z_][a-z0-9_]*', users) -%}
-  {{ exceptions.raise_compiler_error("var evaluation_users must be a lower-case schema.table name, got: " ~ users) }}
-{%- endif -%}
 {%- set only_users = '' if users is none else ' and profiles.user_id in (select user_id from ' ~ users ~ ')' -%}
 {%- set top_n = s.top_n -%}
 {%- set sfx = '_pure' if pure else '' -%}

@@ -7,9 +7,12 @@
   trending, popularity. Fails one row per bad visitor, saying what is wrong.
   Not here: unique (user_id, item_id), enforced by the table's unique index
   (recs_unique_index), and never-purchased (recs_user_recommendations_never_purchased).
+  With var evaluation_users set (`aisle evaluate`), the known visitors are those among the
+  evaluation's users (aisle_evaluation_users): the build computes only them.
 #}
 {%- set top_n = var('top_n') | int -%}
 {%- set min_events = var('known_user_min_events') | int %}
+{%- set users = aisle_evaluation_users() %}
 
 with
 
@@ -45,6 +48,9 @@ known_users as (
     select user_id
     from {{ ref('dim_users') }}
     where n_events >= {{ min_events }}
+    {%- if users is not none %}
+        and user_id in (select user_id from {{ users }})
+    {%- endif %}
 
 )
 

@@ -9,7 +9,8 @@ models/marts/recommendations/serving/_serving__models.yml and macros/recs_servin
 compared for every visitor: items, ranks, sources and reasons exactly, scores to 1e-9.
 
 A second build with other vars (top_n 5, recommend_viewed_items false) checks the exclusions of
-touched items and the pure CF list under them. `aisle recommend` is run for a known and for an
+touched items and the pure CF list under them; a third, with var evaluation_users (as `aisle
+evaluate` sets it), checks that the build is restricted to those users' lists, unchanged. `aisle recommend` is run for a known and for an
 unknown visitor, and the analysis analyses/lookup_user_recommendations.sql is checked to be the
 query `aisle recommend` runs.
 """
@@ -332,6 +333,50 @@ def test_other_vars_exclude_touched_items(built: Built):
         assert not any((u, r[0]) in touched for u, rows in hybrid.items() for r in rows)
     finally:
         run_dbt(DOWNSTREAM, quiet=True)
+
+
+def test_evaluation_users_restrict_the_build_to_their_lists(built: Built):
+    """Var evaluation_users (as `aisle evaluate` sets it): the serving models hold only the known
+    visitors among those users, with the same rows as the unrestricted build; dbt's tests of the
+    restricted build (lists complete for every known visitor among them) pass."""
+    profile_columns = ("user_id, n_events, n_touched, n_purchased, n_intent_candidates, category_id, "
+                       "affinity_score, skip_mask, is_fast, bound, skip_mask_pure, is_fast_pure, bound_pure")
+    with connect(built.target) as conn:
+        full = actual_lists(conn, "recs.rec_user_recommendations")
+        full_pure = actual_lists(conn, "recs.rec_user_cf_candidates", has_source=False)
+        full_profiles = conn.execute(f"select {profile_columns} from recs.rec_user_profiles").fetchall()
+        multi = [u for (u,) in conn.execute(
+            "select user_id from recs.rec_user_profiles where not is_fast order by user_id").fetchall()]
+        unknown = conn.execute("select max(user_id) + 1 from marts.dim_users").fetchone()[0]
+    topped_up = sorted(u for u, rows in full.items() if any(r[2] != "category_cf" for r in rows))
+    chosen = {u for u in full if u % 4 == 0} | set(multi[:25]) | set(topped_up[:10])
+    assert topped_up and multi and chosen < full.keys()
+    users = sorted(chosen | {unknown})
+    with connect(built.target) as conn:
+        conn.execute("create schema if not exists evaluation_test")
+        conn.execute("drop table if exists evaluation_test.test_users")
+        conn.execute("create table evaluation_test.test_users (user_id bigint primary key)")
+        with conn.cursor().copy("copy evaluation_test.test_users (user_id) from stdin") as copy:
+            for user in users:
+                copy.write_row((user,))
+        conn.commit()
+    run_dbt(DOWNSTREAM, vars={"evaluation_users": "evaluation_test.test_users"}, quiet=True)
+    try:
+        with connect(built.target) as conn:
+            hybrid = actual_lists(conn, "recs.rec_user_recommendations")
+            pure = actual_lists(conn, "recs.rec_user_cf_candidates", has_source=False)
+            profiles = conn.execute(f"select {profile_columns} from recs.rec_user_profiles").fetchall()
+            n_interacting = conn.execute(
+                "select count(distinct user_id) from recs.rec_user_item_interactions").fetchone()[0]
+        assert hybrid == {u: rows for u, rows in full.items() if u in chosen}
+        assert pure == {u: rows for u, rows in full_pure.items() if u in chosen}
+        assert sorted(profiles) == sorted(r for r in full_profiles if r[0] in chosen)
+        assert n_interacting == len(chosen)
+    finally:
+        run_dbt(DOWNSTREAM, quiet=True)
+        with connect(built.target) as conn:
+            conn.execute("drop schema evaluation_test cascade")
+            conn.commit()
 
 
 def test_contracts_indexes_and_grants(built: Built):

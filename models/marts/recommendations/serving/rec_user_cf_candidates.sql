@@ -13,8 +13,10 @@
     evaluation reads it once per backtest (computing it costs about what the hybrid does). -#}
 {%- set s = aisle_serving_settings() -%}
 {#- The evaluation sets var evaluation_users (schema.table of its test users): the view is
-    then computed for those visitors only (a filter on the view is not pushed down). -#}
-{%- set users = var('evaluation_users', none) -%}
+    then computed for those visitors only (a filter on the view is not pushed down). The
+    interactions are already restricted to them (aisle_evaluation_users); the filter is kept
+    so that the view never computes anyone else. -#}
+{%- set users = aisle_evaluation_users() -%}
 
 with
 

@@ -1,13 +1,16 @@
 {#- The seed is tiny and never analyzed: without statistics the planner sorts 2.7M events to
-    merge-join it. The ~2M groups of aggregates and the window's sort fit in 1 GB of memory
-    (set local: this build's transaction only). -#}
+    merge-join it. Sorted grouping, not hashing: the ~2.2M (visitor, item) groups hardly
+    shrink the 2.7M events, and a hash aggregate of them (then a full sort for the window)
+    took about twice as long as sorting the events by (user_id, item_id), grouping them in
+    that order and ranking each visitor's few rows with an incremental sort. The sorts fit
+    in 1 GB of memory (set local: this build's transaction only). -#}
 {{
   config(
     indexes=[
       {'columns': ['user_id', 'item_id'], 'unique': true},
     ],
     pre_hook=["analyze {{ ref('event_weights') }}"],
-    sql_header="set local work_mem = '1GB';",
+    sql_header="set local work_mem = '1GB'; set local enable_hashagg = off;",
     post_hook=["analyze {{ this }}"],
   )
 }}
@@ -27,7 +30,11 @@
     purchased, not known unavailable) by that score (ties: the lower item_id). category_id
     is the item's category at the visitor's events (-1 unknown; the lowest when it changed
     between them, category_changed). About one row per 1.25 events. -#}
+{#- With var evaluation_users set (`aisle evaluate`), only those visitors' events are read
+    (aisle_evaluation_users in macros/recs_serving.sql): the rows of those visitors are the
+    same, and every serving model after this one then computes only them. -#}
 {%- set half_life_days = aisle_half_life_days('affinity_half_life_days') %}
+{%- set users = aisle_evaluation_users() %}
 
 with
 
@@ -63,13 +70,21 @@ events as (
         events.event_type,
         events.category_id,
         events.event_ts,
+        items.is_available,
         case when events.event_type <> 'transaction' then coalesce(weights.weight, 0) * {{
             aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days) }} else 0 end as intent_term
     from {{ ref('fct_events') }} as events
     cross join anchor
     left join weights
         on events.event_type = weights.event_type
+    -- joined per event, before the grouping, so that the groups come out in (user_id, item_id)
+    -- order straight into the window (a join after it would lose that order)
+    left join items
+        on events.item_id = items.item_id
     where {{ aisle_before_as_of('events.event_ts') }}
+    {%- if users is not none %}
+        and events.user_id in (select user_id from {{ users }})
+    {%- endif %}
 
 ),
 
@@ -84,7 +99,9 @@ per_pair as (
         {{ aisle_exact_sum('intent_term') }} as intent_score,
         max(event_ts) as last_event_ts,
         min(category_id) filter (where category_id <> -1) as min_category_id,
-        max(category_id) filter (where category_id <> -1) as max_category_id
+        max(category_id) filter (where category_id <> -1) as max_category_id,
+        -- the item's availability: the same on each of the pair's events
+        bool_or(is_available) as is_available
     from events
     group by user_id, item_id
 
@@ -94,11 +111,8 @@ enriched as (
 
     select
         per_pair.*,
-        items.is_available,
-        per_pair.n_purchases = 0 and items.is_available is not false as is_intent_candidate
+        per_pair.n_purchases = 0 and per_pair.is_available is not false as is_intent_candidate
     from per_pair
-    left join items
-        on per_pair.item_id = items.item_id
 
 ),
 
@@ -115,8 +129,11 @@ final as (
         intent_score::double precision as intent_score,
         last_event_ts::timestamptz as last_event_ts,
         is_available::boolean as is_available,
+        -- the candidates sort first within the visitor's rows (true > false), so their row
+        -- numbers are their ranks among the candidates: one window partitioned by user_id
+        -- alone, whose sort reuses the (user_id, item_id) order of the groups
         (case when is_intent_candidate then row_number() over (
-            partition by user_id, is_intent_candidate order by intent_score desc, item_id
+            partition by user_id order by is_intent_candidate desc, intent_score desc, item_id
         ) end)::integer as intent_rank
     from enriched
 

@@ -1,12 +1,14 @@
 {#- The planner prefers to sort the 2.2M interactions to merge-join the 60K list entries, or
-    to probe an index for each of them; a hash join is several times cheaper, and the 1.4M
-    groups fit in memory (set local: this build's transaction only). -#}
+    to probe an index for each of them; a hash join is several times cheaper. With hash
+    aggregation allowed it hashes the 2.2M interactions (not the 60K entries) and groups the
+    1.4M visitors in one process; sorted grouping runs in the parallel workers and is about a
+    third faster. The sorts fit in memory (set local: this build's transaction only). -#}
 {{
   config(
     indexes=[
       {'columns': ['user_id'], 'unique': true},
     ],
-    sql_header="set local enable_mergejoin = off; set local enable_nestloop = off; set local work_mem = '1GB';",
+    sql_header="set local enable_mergejoin = off; set local enable_nestloop = off; set local enable_hashagg = off; set local work_mem = '1GB';",
     post_hook=["analyze {{ this }}"],
   )
 }}

@@ -23,7 +23,14 @@
     Performance (1.4M visitors, 14M rows at full scale): the ~90% of visitors with a single
     browsed category take their rows with one hash join against the prefixes of their
     category's list (the fast path in aisle_user_cf_ctes); only the others are aggregated and
-    sorted. The rows of one visitor come out together, so a lookup reads one or two pages. -#}
+    sorted. The recent-intent, category-CF and top-up rows are written one part after the
+    other, each in visitor order, so a lookup (unique index on (user_id, item_id)) reads a
+    visitor's rows from at most three places: a few pages.
+
+    With var evaluation_users set (`aisle evaluate`: the schema.table of its test users), the
+    interactions, and so the profiles, hold only those visitors (aisle_evaluation_users): the
+    lists are computed for the known visitors among them alone, by the same SQL, with the same
+    rows as in an unrestricted build. -#}
 {%- set s = aisle_serving_settings() -%}
 {%- set top_n = s.top_n %}
 
