@@ -164,8 +164,9 @@ list_arrays as not materialized (
 
 ),
 
--- Fast path: one browsed category, whose list fills the visitor's list.
-fast_rows as (
+-- Fast path: one browsed category, whose list fills the visitor's list. Not materialized: the
+-- fast-path table reads it directly and through cf_rows, and it must stay one parallel scan.
+fast_rows as not materialized (
 
     select
         profiles.user_id,

@@ -1,8 +1,9 @@
 {#
   No visitor is recommended an item they bought before as_of (fct_events transactions),
   nor, when recommend_viewed_items is false, any item they touched. The (visitor, item)
-  pairs to avoid are looked up in rec_user_recommendations through its unique index on
-  (user_id, item_id), so the 14M-row table is not scanned. Fails every offending row.
+  pairs to avoid are looked up in rec_user_recommendations through the unique indexes on
+  (user_id, item_id) of its two tables, so the 14M rows are not scanned. Fails every
+  offending row.
 #}
 {%- set recommend_viewed = aisle_bool_var('recommend_viewed_items') %}
 
@@ -24,6 +25,12 @@ select
     recommendations.*,
     '{{ "purchased by the visitor" if recommend_viewed else "touched by the visitor" }}' as problem
 from forbidden_pairs
-inner join {{ ref('rec_user_recommendations') }} as recommendations
-    on forbidden_pairs.user_id = recommendations.user_id
-    and forbidden_pairs.item_id = recommendations.item_id
+-- lateral, kept apart by `offset 0`: one probe of each table's index per pair (the view is a
+-- union of two tables, and a plain join is planned as a hash join over all of their rows)
+cross join lateral (
+    select *
+    from {{ ref('rec_user_recommendations') }} as recommendations
+    where recommendations.user_id = forbidden_pairs.user_id
+        and recommendations.item_id = forbidden_pairs.item_id
+    offset 0
+) as recommendations

@@ -272,7 +272,9 @@ def test_no_model_sees_the_future(backtest: Backtest) -> None:
     # The check covers every layer, not just whatever happened to build.
     for expected in ("int_events_sessionized", "fct_sessions", "dim_items", "dim_users", "dim_categories",
                      "rec_item_popularity", "rec_item_trending", "rec_user_category_affinity",
-                     "category_similarity", "rec_user_recommendations", "rec_default_recommendations"):
+                     "category_similarity", "rec_default_recommendations",
+                     # rec_user_recommendations is a view over these two tables
+                     "rec_user_recs_fast_path", "rec_user_recs_general_path"):
         assert expected in snapped, expected
     assert {s for s, _ in backtest.tables} >= {"intermediate" + backtest.suffix, "marts" + backtest.suffix,
                                                "recs" + backtest.suffix}

@@ -1,15 +1,26 @@
 {#
-  rec_user_recommendations, in one pass over its 14M rows (separate tests would each scan
-  it): every known visitor (dim_users.n_events >= known_user_min_events) has a list and
-  every list belongs to a known visitor; every list has exactly top_n rows with the ranks
-  1..top_n, each once (unique (user_id, rank)); no row holds an item known to be
-  unavailable at as_of (dim_items) or a source outside category_cf, category_trending,
-  trending, popularity. Fails one row per bad visitor, saying what is wrong.
-  Not here: unique (user_id, item_id), enforced by the table's unique index
+  One route's table of rec_user_recommendations (rec_user_recs_fast_path or
+  rec_user_recs_general_path), in one pass over its rows (separate tests would each scan
+  it): every known visitor (dim_users.n_events >= known_user_min_events) of this route has a
+  list and every list belongs to one; every list has exactly top_n rows with the ranks
+  1..top_n, each once (unique (user_id, rank)); no row holds an item known to be unavailable
+  at as_of (dim_items) or a source outside category_cf, category_trending, trending,
+  popularity. Fails one row per bad visitor, saying what is wrong.
+  The route of a known visitor is rec_user_profiles.is_fast; a known visitor without a profile
+  belongs to the general route, so the two tests together expect every known visitor exactly
+  once, and a visitor in the wrong table, or in both, fails one of them.
+  Not here: unique (user_id, item_id), enforced by each table's unique index
   (recs_unique_index), and never-purchased (recs_user_recommendations_never_purchased).
   With var evaluation_users set (`aisle evaluate`), the known visitors are those among the
   evaluation's users (aisle_evaluation_users): the build computes only them.
+    data_tests:
+      - recs_hybrid_lists_are_complete:
+          arguments: {route: fast}
 #}
+{% test recs_hybrid_lists_are_complete(model, route) %}
+{%- if route not in ('fast', 'general') -%}
+  {{ exceptions.raise_compiler_error("recs_hybrid_lists_are_complete: route must be 'fast' or 'general', got: " ~ route) }}
+{%- endif -%}
 {%- set top_n = var('top_n') | int -%}
 {%- set min_events = var('known_user_min_events') | int %}
 {%- set users = aisle_evaluation_users() %}
@@ -36,7 +47,7 @@ lists as (
         count(*) filter (
             where recommendations.source not in ('category_cf', 'category_trending', 'trending', 'popularity')
         ) as n_bad_sources
-    from {{ ref('rec_user_recommendations') }} as recommendations
+    from {{ model }} as recommendations
     left join unavailable_items
         on recommendations.item_id = unavailable_items.item_id
     group by recommendations.user_id
@@ -45,11 +56,18 @@ lists as (
 
 known_users as (
 
-    select user_id
-    from {{ ref('dim_users') }}
-    where n_events >= {{ min_events }}
+    select visitors.user_id
+    from {{ ref('dim_users') }} as visitors
+    left join {{ ref('rec_user_profiles') }} as profiles
+        on visitors.user_id = profiles.user_id
+    where visitors.n_events >= {{ min_events }}
     {%- if users is not none %}
-        and user_id in (select user_id from {{ users }})
+        and visitors.user_id in (select user_id from {{ users }})
+    {%- endif %}
+    {%- if route == 'fast' %}
+        and profiles.is_fast
+    {%- else %}
+        and profiles.is_fast is not true
     {%- endif %}
 
 )
@@ -58,7 +76,7 @@ select
     coalesce(known_users.user_id, lists.user_id) as user_id,
     case
         when lists.user_id is null then 'known visitor without a list'
-        when known_users.user_id is null then 'list of a visitor who is not known'
+        when known_users.user_id is null then 'list of a visitor who is not a known visitor of the {{ route }} route'
         when lists.n_rows <> {{ top_n }} then 'not exactly {{ top_n }} rows'
         when lists.n_bad_ranks > 0 or lists.rank_mask <> {{ (2 ** (top_n + 1)) - 2 }} then 'ranks are not 1..{{ top_n }}, each once'
         when lists.n_unavailable > 0 then 'an item known to be unavailable'
@@ -74,3 +92,5 @@ where known_users.user_id is null
     or lists.rank_mask <> {{ (2 ** (top_n + 1)) - 2 }}
     or lists.n_unavailable > 0
     or lists.n_bad_sources > 0
+
+{% endtest %}

@@ -1,0 +1,17 @@
+{{
+  config(
+    materialized='aisle_bulk_table',
+    contract={'enforced': true},
+    indexes=[
+      {'columns': ['user_id', 'item_id'], 'unique': true},
+    ],
+    post_hook=["analyze {{ this }}"],
+  )
+}}
+
+{#- The rows of rec_user_recommendations for every known visitor off the fast path (about 10%:
+    several browsed categories, a short list, or no category at all): recent intent, then the
+    merge of their categories' candidate lists, then the top-ups (category trending, trending,
+    popularity). Built at the same time as rec_user_recs_fast_path (dbt's second thread).
+    Read rec_user_recommendations, not this table. See macros/recs_hybrid.sql. -#}
+{{ aisle_hybrid_rows(route='general') }}
