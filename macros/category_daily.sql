@@ -6,6 +6,14 @@
   (converted sessions / sessions). last_batch_id is the latest load batch that
   contributed an event (lineage, and the incremental watermark).
 
+  Reads fct_events (the view over int_events_sessionized: the same rows, and the same
+  indexes for the incremental runs), not the intermediate table: that puts the two
+  daily aggregates one step later in dbt's build order than fct_sessions,
+  rec_user_category_affinity and dim_users, which read the table and start as soon as
+  the events are sessionized: dbt orders ready nodes by depth, then by name, and the
+  aggregates would otherwise come first and leave the longest models (and their tests)
+  for the end of the build.
+
   One sort by (day, group, visitor, session) feeds two streaming aggregations: per
   session cell, then per (day, group) where the distinct visitors arrive sorted (a
   hash aggregate over ~2M session cells costs twice as much at full scale).
@@ -29,7 +37,7 @@ processed as (
 first_changed_day as (
 
     select (min(sessionized.session_start_ts) at time zone 'UTC')::date as event_date
-    from {{ ref('int_events_sessionized') }} as sessionized
+    from {{ ref('fct_events') }} as sessionized
     cross join processed
     where sessionized.batch_id > processed.max_batch_id
 
@@ -38,7 +46,7 @@ first_changed_day as (
 events as (
 
     select sessionized.*
-    from {{ ref('int_events_sessionized') }} as sessionized
+    from {{ ref('fct_events') }} as sessionized
     inner join first_changed_day
         on sessionized.event_date >= first_changed_day.event_date
 
@@ -46,7 +54,7 @@ events as (
 {% else %}
 events as (
 
-    select * from {{ ref('int_events_sessionized') }}
+    select * from {{ ref('fct_events') }}
 
 ),
 {% endif %}

@@ -170,19 +170,34 @@ intervals as (
 {%- endmacro %}
 
 {# Fails an incremental run of an event model whose stored categories are out of date:
-   the category history or the category tree changed since the table was built. #}
-{% macro aisle_require_current_categories(column) -%}
+   the category history or the category tree changed since the table was built.
+   `model_name`: check that model's table instead of this one (dim_items, which builds
+   from the staged events in parallel with int_events_sessionized and so is not
+   downstream of its check, runs the same check on int_events_sessionized's watermark;
+   looked up in the graph, not with ref(), so that no dependency is added). #}
+{% macro aisle_require_current_categories(column, model_name=none) -%}
   {%- if execute and is_incremental() -%}
+    {%- set relation = this -%}
+    {%- if model_name is not none -%}
+      {%- set relation = none -%}
+      {%- for node in graph.nodes.values() -%}
+        {%- if node.resource_type == 'model' and node.package_name == project_name and node.name == model_name -%}
+          {%- set relation = adapter.get_relation(database=node.database, schema=node.schema, identifier=node.alias) -%}
+        {%- endif -%}
+      {%- endfor -%}
+    {%- endif -%}
+    {%- if relation is not none -%}
     {%- set query -%}
       -- Every row of a build holds the same watermark (a run with another one stops
       -- here), so one row tells.
-      select coalesce((select {{ column }} from {{ this }} limit 1) = {{ aisle_category_watermark() }}, true)
+      select coalesce((select {{ column }} from {{ relation }} limit 1) = {{ aisle_category_watermark() }}, true)
     {%- endset -%}
     {%- if not run_query(query).columns[0].values()[0] -%}
       {{ exceptions.raise_compiler_error(
-          "new item-property snapshots or a new category tree were loaded since " ~ this ~
+          "new item-property snapshots or a new category tree were loaded since " ~ relation ~
           " was built, so the categories of events already built may change: rebuild with " ~
           "`dbt build --full-refresh` (or `aisle run --full-refresh`)") }}
+    {%- endif -%}
     {%- endif -%}
   {%- endif -%}
 {%- endmacro %}
@@ -219,4 +234,93 @@ intervals as (
   {%- if prefer_sort %}; set local enable_hashagg = off{% endif -%}
   {%- if sequential_scans %}; set local enable_indexscan = off; set local enable_bitmapscan = off{% endif -%}
   {%- endif -%}
+{%- endmacro %}
+
+{#
+  The full build of an incremental model with an enforced contract. dbt-postgres runs
+  CREATE TABLE (the contract's columns and constraints) then INSERT ... SELECT, and an
+  INSERT writes row by row, without CREATE TABLE AS's bulk-insert path, and is never
+  planned in parallel. Here, for incremental models whose contract has only not_null
+  constraints (every one in this project), the table is built with CREATE TABLE AS
+  instead: the contract is checked exactly as dbt does (names and types, before anything
+  is written), every column is cast to its contract type in the contract's order (the
+  same types and values as the INSERT's assignment casts), and the not_null constraints
+  are added in one ALTER TABLE (one scan). Measured on fct_sessions at full scale
+  (1.77M rows): 0.9 s instead of 1.3 s. Anything else (temporary relations, tables,
+  other constraint types) is dbt's own macro, unchanged. (Table models use the
+  aisle_bulk_table materialization for the same reason.)
+#}
+{% macro postgres__create_table_as(temporary, relation, sql) -%}
+  {%- set contract_config = config.get('contract') -%}
+  {%- set not_null_columns = none -%}
+  {%- if not temporary and contract_config.enforced and config.get('materialized') == 'incremental' -%}
+    {%- set not_null_columns = aisle_contract_not_null_columns_or_none() -%}
+  {%- endif -%}
+  {%- if not_null_columns is not none -%}
+    {%- set unlogged = config.get('unlogged', default=false) -%}
+    {%- set sql_header = config.get('sql_header', none) -%}
+    {{ sql_header if sql_header is not none }}
+    {{ get_assert_columns_equivalent(sql) }}
+    create {% if unlogged %}unlogged {% endif %}table {{ relation }} as
+    select
+      {%- for column in model['columns'].values() %}
+        {%- set name = adapter.quote(column['name']) if column.get('quote') else column['name'] %}
+        {{ name }}::{{ column['data_type'] }} as {{ name }}{{ "," if not loop.last }}
+      {%- endfor %}
+    from (
+      {{ sql }}
+    ) as model_subq;
+    {%- if not_null_columns %}
+    alter table {{ relation }}
+      {%- for name in not_null_columns %}
+      alter column {{ name }} set not null{{ "," if not loop.last }}
+      {%- endfor %};
+    {%- endif %}
+  {%- else -%}
+    {{ aisle_dbt_postgres_create_table_as(temporary, relation, sql) }}
+  {%- endif -%}
+{%- endmacro %}
+
+{# The not_null columns of the model's contract (quoted as dbt quotes them), or none when
+   the contract has any other kind of constraint (then dbt's own DDL applies). #}
+{% macro aisle_contract_not_null_columns_or_none() -%}
+  {%- if model.get('constraints') -%}{{ return(none) }}{%- endif -%}
+  {%- set columns = [] -%}
+  {%- for column in model['columns'].values() -%}
+    {%- for constraint in column.get('constraints', []) -%}
+      {%- if constraint['type'] != 'not_null' -%}{{ return(none) }}{%- endif -%}
+      {%- do columns.append(adapter.quote(column['name']) if column.get('quote') else column['name']) -%}
+    {%- endfor -%}
+  {%- endfor -%}
+  {{ return(columns) }}
+{%- endmacro %}
+
+{# dbt-postgres 1.x's postgres__create_table_as, verbatim: the fallback of the override above. #}
+{% macro aisle_dbt_postgres_create_table_as(temporary, relation, sql) -%}
+  {%- set unlogged = config.get('unlogged', default=false) -%}
+  {%- set sql_header = config.get('sql_header', none) -%}
+
+  {{ sql_header if sql_header is not none }}
+
+  create {% if temporary -%}
+    temporary
+  {%- elif unlogged -%}
+    unlogged
+  {%- endif %} table {{ relation }}
+  {% set contract_config = config.get('contract') %}
+  {% if contract_config.enforced %}
+    {{ get_assert_columns_equivalent(sql) }}
+  {% endif -%}
+  {% if contract_config.enforced and (not temporary) -%}
+      {{ get_table_columns_and_constraints() }} ;
+    insert into {{ relation }} (
+      {{ adapter.dispatch('get_column_names', 'dbt')() }}
+    )
+    {%- set sql = get_select_subquery(sql) %}
+  {% else %}
+    as
+  {% endif %}
+  (
+    {{ sql }}
+  );
 {%- endmacro %}

@@ -19,8 +19,14 @@
   categories of earlier events stale.
 
   Indexes: (user_id, event_ts) for the visitor timelines the incremental runs read,
-  event_id (unique), item_id, and batch_id (the watermark of every incremental model
-  downstream).
+  event_id (unique), and a BRIN index on batch_id for the watermark filter
+  (batch_id > the latest batch already processed) of every incremental model downstream:
+  the rows of a new batch go mostly to new blocks at the end of the table, so the block
+  ranges written before hold only batches at or below the watermark and are skipped (a
+  new row in an old range widens that range's summary: still correct, only less
+  selective). A BRIN index costs one scan to build where a btree costs a 2.7M-row sort,
+  on the critical path of the full build. (No item_id index: dim_items and the item
+  marts read the staged events, not this table.)
 
   Incremental: a run processes only the events of batches not seen yet. For each visitor
   with new events it recomputes everything from the start of the session that was open
@@ -39,8 +45,7 @@
     indexes=[
       {'columns': ['user_id', 'event_ts']},
       {'columns': ['event_id'], 'unique': true},
-      {'columns': ['item_id']},
-      {'columns': ['batch_id']},
+      {'columns': ['batch_id'], 'type': 'brin'},
     ],
     pre_hook=["{{ aisle_full_build_settings() }}"],
     post_hook=["{{ aisle_analyze_if_new() }}"],

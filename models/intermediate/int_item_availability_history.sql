@@ -16,6 +16,12 @@
   )
 }}
 
+{#- Not a data dependency: an ordering one. Both histories read the same snapshots, and
+    dbt would start this one first (same depth, name order); the category history gates
+    int_events_sessionized, the longest chain of the build, while this one only feeds
+    dim_items. -#}
+-- depends_on: {{ ref('int_item_category_history') }}
+
 {%- set stale = aisle_property_history_is_stale() %}
 
 with

@@ -19,6 +19,6 @@
   )
 }}
 
--- depends_on: {{ ref('int_events_sessionized') }}
+-- depends_on: {{ ref('fct_events') }}
 
 {{ aisle_category_daily('root_category_id') }}

@@ -7,12 +7,17 @@
     browsing    more than one session, no transaction (a returning visitor);
     new         a single session, no transaction (a first visit).
 
-  Built from fct_sessions (stored in visitor order: a sorted aggregation). Only visitors
+  Built from int_events_sessionized (the table behind fct_events), not from
+  fct_sessions, so that it builds in parallel with fct_sessions instead of after it:
+  the events are stored in visitor order, so a sorted aggregation first folds them into
+  sessions (by user_id and session start, which identify a session) and a second one
+  folds the sessions into visitors, with no sort between them. Only visitors
   with at least heavy_user_min_events events in all can be heavy, so the per-day
   counts are computed for those few only, through the (user_id, event_ts) index.
 
-  Incremental: only the visitors with sessions from new load batches are recomputed
-  (delete+insert by user_id).
+  Incremental: only the visitors with events from new load batches are recomputed
+  (delete+insert by user_id), from their events (one range scan of the (user_id,
+  event_ts) index each).
 -#}
 {{
   config(
@@ -46,38 +51,54 @@ changed_users as (
 
 ),
 
-sessions as (
+events as (
 
-    select sessions.*
+    select events.*
     from changed_users
-    -- lateral: one range scan of the (user_id, session_start) index per visitor
+    -- lateral: one range scan of the (user_id, event_ts) index per visitor
     cross join lateral (
         select *
-        from {{ ref('fct_sessions') }} as user_sessions
-        where user_sessions.user_id = changed_users.user_id
-    ) as sessions
+        from {{ ref('int_events_sessionized') }} as user_events
+        where user_events.user_id = changed_users.user_id
+    ) as events
 
 ),
 {% else %}
-sessions as (
+events as (
 
-    select * from {{ ref('fct_sessions') }}
+    select * from {{ ref('int_events_sessionized') }}
 
 ),
 {% endif %}
+
+sessions as (
+
+    select
+        user_id,
+        session_start_ts,
+        max(event_ts) as session_end,
+        count(*) as n_events,
+        count(*) filter (where event_type = 'view') as n_views,
+        count(*) filter (where event_type = 'addtocart') as n_carts,
+        count(*) filter (where event_type = 'transaction') as n_purchases,
+        max(batch_id) as last_batch_id
+    from events
+    group by user_id, session_start_ts
+
+),
 
 per_user as (
 
     select
         user_id,
-        min(session_start) as first_seen_ts,
+        min(session_start_ts) as first_seen_ts,
         max(session_end) as last_seen_ts,
         sum(n_events)::bigint as n_events,
         sum(n_views)::bigint as n_views,
         sum(n_carts)::bigint as n_carts,
         sum(n_purchases)::bigint as n_purchases,
         count(*)::bigint as n_sessions,
-        count(*) filter (where is_converted)::bigint as n_converted_sessions,
+        count(*) filter (where n_purchases > 0)::bigint as n_converted_sessions,
         max(last_batch_id) as last_batch_id
     from sessions
     group by user_id

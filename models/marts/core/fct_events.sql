@@ -4,8 +4,8 @@
   category's root (-1 = unknown).
 
   A view with an enforced contract over int_events_sessionized, which already holds
-  exactly these rows (incrementally maintained, indexed on event_id, (user_id,
-  event_ts) and item_id): a second 2.7M-row copy would double the build's biggest
+  exactly these rows (incrementally maintained, indexed on event_id and (user_id,
+  event_ts)): a second 2.7M-row copy would double the build's biggest
   write for no gain. The reader role selects from the view without any right on the
   intermediate schema (a view runs with its owner's rights).
 -#}

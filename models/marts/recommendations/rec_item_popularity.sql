@@ -14,7 +14,9 @@
 {#- Item popularity: the weighted event count and distinct visitors per item over the
     popularity window (the var popularity_window_days before the anchor, which is as_of or
     the latest event; null = all history before as_of), ranked overall, within the item's
-    category and within its root. -#}
+    category and within its root. The events come from the staged events (the same rows
+    as fct_events: popularity needs neither sessions nor the category at event time), so
+    this mart builds while int_events_sessionized is being built, not after it. -#}
 {%- set window_days = var('popularity_window_days', none) -%}
 {%- set has_window = window_days is not none and (window_days | string) | trim != '' -%}
 {%- if has_window and (window_days | float) <= 0 -%}
@@ -30,14 +32,14 @@ events as (
         user_id,
         event_type,
         event_ts
-    from {{ ref('fct_events') }}
+    from {{ ref('stg_retailrocket__events') }}
     where {{ aisle_before_as_of('event_ts') }}
 
 ),
 
 anchor as (
 
-    select {{ aisle_anchor_ts(ref('fct_events')) }} as anchor_ts
+    select {{ aisle_anchor_ts(ref('stg_retailrocket__events')) }} as anchor_ts
 
 ),
 

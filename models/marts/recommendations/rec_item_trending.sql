@@ -15,7 +15,10 @@
     with age = anchor - event_ts, the anchor being as_of (or the latest event when as_of is
     unset, never now()) and the half-life the var trending_half_life_days. Ranked overall,
     within the item's category and within its root. is_available is false only when the
-    item is known to be unavailable at the anchor (null = unknown). -#}
+    item is known to be unavailable at the anchor (null = unknown). The events come from
+    the staged events (the same rows as fct_events: trending needs neither sessions nor the
+    category at event time), so this mart builds while int_events_sessionized is being
+    built, not after it. -#}
 {%- set half_life_days = aisle_half_life_days('trending_half_life_days') -%}
 
 with
@@ -26,14 +29,14 @@ events as (
         item_id,
         event_type,
         event_ts
-    from {{ ref('fct_events') }}
+    from {{ ref('stg_retailrocket__events') }}
     where {{ aisle_before_as_of('event_ts') }}
 
 ),
 
 anchor as (
 
-    select {{ aisle_anchor_ts(ref('fct_events')) }} as anchor_ts
+    select {{ aisle_anchor_ts(ref('stg_retailrocket__events')) }} as anchor_ts
 
 ),
 

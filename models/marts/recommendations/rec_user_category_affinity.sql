@@ -1,5 +1,6 @@
 {{
   config(
+    materialized='aisle_bulk_table',
     contract={'enforced': true},
     pre_hook=["{{ aisle_serial_plan() }}", "{{ aisle_full_build_settings(prefer_sort=true) }}"],
     indexes=[
@@ -12,11 +13,16 @@
     (visitor, category of the item at event time), the time-decayed weighted score
     sum of weight * 0.5 ^ (age / affinity_half_life_days), the raw counts per event type
     and the last interaction. The unknown-category bucket (-1) is left out: it says
-    nothing about taste. At full scale this is ~1.6M rows, so it is kept lean: one pass
-    over fct_events, one sorted aggregate (with ~1.6M groups, Sort + GroupAggregate measured
-    3x faster than HashAggregate at full scale, and the rows come out in index order), one index. The index is unique on the grain
-    (user_id, category_id): a duplicate fails the build, and its leading user_id serves
-    the per-visitor lookups and streaming. -#}
+    nothing about taste. At full scale this is ~1.6M rows, so it is kept lean:
+    - one pass over the events, read from int_events_sessionized (the table behind
+      fct_events, the same rows): this long model then starts as soon as the events are
+      sessionized, ahead of the shorter daily aggregates, which read fct_events;
+    - one sorted aggregate (with ~1.6M groups, Sort + GroupAggregate measured 3x faster
+      than HashAggregate at full scale, and the rows come out in index order);
+    - CREATE TABLE AS rather than dbt's CREATE TABLE + INSERT for a contracted table
+      (materialization aisle_bulk_table, macros/recs_serving.sql);
+    - one index, unique on the grain (user_id, category_id): a duplicate fails the
+      build, and its leading user_id serves the per-visitor lookups and streaming. -#}
 {%- set half_life_days = aisle_half_life_days('affinity_half_life_days') -%}
 
 with
@@ -28,7 +34,7 @@ events as (
         category_id,
         event_type,
         event_ts
-    from {{ ref('fct_events') }}
+    from {{ ref('int_events_sessionized') }}
     where {{ aisle_before_as_of('event_ts') }}
         and category_id <> -1
 
@@ -36,7 +42,7 @@ events as (
 
 anchor as (
 
-    select {{ aisle_anchor_ts(ref('fct_events')) }} as anchor_ts
+    select {{ aisle_anchor_ts(ref('int_events_sessionized')) }} as anchor_ts
 
 ),
 
