@@ -11,7 +11,7 @@
     incremental_strategy='replace_tail',
     tail_order_by='event_date',
     contract={'enforced': true},
-    pre_hook=["{{ aisle_full_build_settings(prefer_sort=true, sequential_scans=true) }}"],
+    pre_hook=["{{ aisle_serial_plan() }}", "{{ aisle_full_build_settings(prefer_sort=true, sequential_scans=true) }}"],
     indexes=[
       {'columns': ['event_date', 'root_category_id'], 'unique': true},
       {'columns': ['root_category_id']},

@@ -14,65 +14,21 @@
 {#- Item popularity: the weighted event count and distinct visitors per item over the
     popularity window (the var popularity_window_days before the anchor, which is as_of or
     the latest event; null = all history before as_of), ranked overall, within the item's
-    category and within its root. The events come from the staged events (the same rows
-    as fct_events: popularity needs neither sessions nor the category at event time), so
-    this mart builds while int_events_sessionized is being built, not after it. -#}
-{%- set window_days = var('popularity_window_days', none) -%}
-{%- set has_window = window_days is not none and (window_days | string) | trim != '' -%}
-{%- if has_window and (window_days | float) <= 0 -%}
-  {{ exceptions.raise_compiler_error("var popularity_window_days must be a positive number of days or null, got: " ~ window_days) }}
-{%- endif -%}
+    category and within its root. The sums come from int_item_event_totals (one pass over
+    the staged events shared with rec_item_trending, built while int_events_sessionized is
+    being built); an item with no event in the window has no row here. -#}
 
 with
-
-events as (
-
-    select
-        item_id,
-        user_id,
-        event_type,
-        event_ts
-    from {{ ref('stg_retailrocket__events') }}
-    where {{ aisle_before_as_of('event_ts') }}
-
-),
-
-anchor as (
-
-    select {{ aisle_anchor_ts(ref('stg_retailrocket__events')) }} as anchor_ts
-
-),
-
-windowed as (
-
-    select
-        events.item_id,
-        events.user_id,
-        events.event_type
-    from events
-    {%- if has_window %}
-    cross join anchor
-    where events.event_ts >= anchor.anchor_ts - {{ window_days | float }} * interval '1 day'
-    {%- endif %}
-
-),
-
-weights as (
-
-    {{ aisle_event_weights_row(ref('event_weights')) }}
-
-),
 
 per_item as (
 
     select
-        windowed.item_id,
-        {{ aisle_exact_sum(aisle_event_weight('windowed.event_type')) }} as weighted_events,
-        count(distinct windowed.user_id) as n_users,
-        count(*) as n_events
-    from windowed
-    cross join weights
-    group by windowed.item_id
+        item_id,
+        popularity_weighted_events as weighted_events,
+        popularity_n_users as n_users,
+        popularity_n_events as n_events
+    from {{ ref('int_item_event_totals') }}
+    where popularity_n_events > 0
 
 ),
 

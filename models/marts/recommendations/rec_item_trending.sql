@@ -15,51 +15,20 @@
     with age = anchor - event_ts, the anchor being as_of (or the latest event when as_of is
     unset, never now()) and the half-life the var trending_half_life_days. Ranked overall,
     within the item's category and within its root. is_available is false only when the
-    item is known to be unavailable at the anchor (null = unknown). The events come from
-    the staged events (the same rows as fct_events: trending needs neither sessions nor the
-    category at event time), so this mart builds while int_events_sessionized is being
-    built, not after it. -#}
-{%- set half_life_days = aisle_half_life_days('trending_half_life_days') -%}
+    item is known to be unavailable at the anchor (null = unknown). The sums come from
+    int_item_event_totals (one pass over the staged events shared with
+    rec_item_popularity, built while int_events_sessionized is being built). -#}
 
 with
-
-events as (
-
-    select
-        item_id,
-        event_type,
-        event_ts
-    from {{ ref('stg_retailrocket__events') }}
-    where {{ aisle_before_as_of('event_ts') }}
-
-),
-
-anchor as (
-
-    select {{ aisle_anchor_ts(ref('stg_retailrocket__events')) }} as anchor_ts
-
-),
-
-weights as (
-
-    {{ aisle_event_weights_row(ref('event_weights')) }}
-
-),
 
 per_item as (
 
     select
-        events.item_id,
-        {{ aisle_exact_sum(
-            aisle_event_weight('events.event_type') ~ ' * '
-            ~ aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days)
-        ) }} as trending_score,
-        count(*) as n_events,
-        max(events.event_ts) as last_event_ts
-    from events
-    cross join anchor
-    cross join weights
-    group by events.item_id
+        item_id,
+        trending_score,
+        n_events,
+        last_event_ts
+    from {{ ref('int_item_event_totals') }}
 
 ),
 
