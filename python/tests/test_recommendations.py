@@ -5,14 +5,15 @@ built, then the serving models with ``dbt build --select source:similarity+`` (t
 unit tests included). The lists are recomputed here by brute force, in plain Python, from the
 serving models' inputs (the similarity table, the trending/popularity/affinity marts, fct_events,
 dim_items, dim_users and the event-weights seed), following the definitions documented in
-models/marts/recommendations/serving/_serving__models.yml and macros/recs_serving.sql, and
+models/marts/recommendations/serving/_serving__models.yml, macros/recs_serving.sql and
+macros/recs_hybrid.sql, and
 compared for every visitor: items, ranks, sources and reasons exactly, scores to 1e-9.
 
 A second build with other vars (top_n 5, recommend_viewed_items false) checks the exclusions of
 touched items and the pure CF list under them; a third, with var evaluation_users (as `aisle
-evaluate` sets it), checks that the build is restricted to those users' lists, unchanged. `aisle recommend` is run for a known and for an
-unknown visitor, and the analysis analyses/lookup_user_recommendations.sql is checked to be the
-query `aisle recommend` runs.
+evaluate` sets it), checks that the build is restricted to those users' lists, unchanged.
+`aisle recommend` is run for a known and for an unknown visitor, and the analysis
+analyses/lookup_user_recommendations.sql is checked to be the query `aisle recommend` runs.
 """
 
 from __future__ import annotations
