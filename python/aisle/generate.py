@@ -866,21 +866,25 @@ _EVENT_POOL = _pool([t.encode() for t in EVENT_TYPES])
 
 
 def _write_events(e: _Events, visitor_id: np.ndarray, item_id: np.ndarray, path: Path, stats: GenerateStats,
-                  chunk: int = 1_000_000) -> None:
-    """Write events.csv in time order (ties: visitor, event type) and fill the event counts in ``stats``."""
+                  chunk: int = 250_000) -> None:
+    """Write events.csv in time order (ties: visitor, event type) and fill the event counts in ``stats``.
+
+    The rows are gathered in time order one chunk at a time (no sorted copy of every column),
+    and chunks are small: the byte blocks of one chunk are the generator's largest temporaries.
+    """
     # Stable sort by time: ties keep the generation order (deterministic).
     order = np.argsort(e.ts, kind="stable")
-    ts, vid, et, iid, tx = (e.ts[order], visitor_id[e.visitor[order]], e.etype[order], item_id[e.item[order]],
-                            e.transaction[order])
     with open(path, "wb") as f:
         f.write(EVENTS_HEADER)
-        for lo in range(0, ts.size, chunk):
-            sl = slice(lo, lo + chunk)
-            f.write(_pack([_digits(ts[sl]), _digits(vid[sl]), (_EVENT_POOL, et[sl]), _digits(iid[sl]),
-                           _digits(np.maximum(tx[sl], 0), null=tx[sl] < 0)]))
-    n_type = np.bincount(et, minlength=3)
+        for lo in range(0, order.size, chunk):
+            rows = order[lo:lo + chunk]
+            tx = e.transaction[rows]
+            f.write(_pack([_digits(e.ts[rows]), _digits(visitor_id[e.visitor[rows]]), (_EVENT_POOL, e.etype[rows]),
+                           _digits(item_id[e.item[rows]]), _digits(np.maximum(tx, 0), null=tx < 0)]))
+    tx = e.transaction
+    n_type = np.bincount(e.etype, minlength=3)
     per_visitor = np.bincount(e.visitor)
-    stats.rows["events.csv"] = int(ts.size)
+    stats.rows["events.csv"] = int(order.size)
     stats.views, stats.addtocarts, stats.transaction_events = (int(x) for x in n_type)
     stats.visitors = int((per_visitor > 0).sum())
     stats.max_events_per_visitor = int(per_visitor.max())
@@ -994,7 +998,7 @@ def _property_rows(cat: _Catalogue, tree: CategoryTree, used: np.ndarray, full: 
                   kind_rows={"categoryid": int(ci.size), "available": int(ai.size), "hashed": int(n_hashed)})
 
 
-def _write_properties(p: _Props, out: Path, stats: GenerateStats, chunk: int = 1_000_000) -> None:
+def _write_properties(p: _Props, out: Path, stats: GenerateStats, chunk: int = 250_000) -> None:
     """Write the rows split into part1 (first ~54 %, as in the real files) and part2."""
     ts_pool = _digits(SNAPSHOT_MS)
     n = p.snap.size
