@@ -194,7 +194,7 @@ def ensure_synthetic(folder: Path, scale: float, seed: int, show: bool = True) -
     if _synthetic_is_current(folder, scale, seed):
         return False
     # `aisle generate` in a child process, as a user would run it: the generator holds every
-    # synthetic event in numpy arrays (~0.85 GB at scale 1.0), and that memory is returned to
+    # synthetic event in numpy arrays (~0.7 GB at scale 1.0), and that memory is returned to
     # the system when it exits instead of staying in the pipeline's process.
     command = [sys.executable, "-m", "aisle.cli", "generate", "--scale", str(scale), "--seed", str(seed),
                "--out", str(folder)]
