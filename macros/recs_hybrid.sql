@@ -4,9 +4,11 @@
   list alone fills their list (rec_user_profiles.is_fast, about 90%); their rows are recent
   intent, then a prefix of that list, never top-ups. route='general': every other known
   visitor; recent intent, then the merged lists of their categories, then the top-ups.
-  Built as two tables (rec_user_recs_fast_path, rec_user_recs_general_path) so dbt builds
-  them at the same time on two threads: the general path's aggregation runs in one process
-  and would leave the second core idle for most of a single query.
+  The fast route is a view (rec_user_recs_fast_path): its rows are a few array slices per
+  visitor, computed on read from rec_user_profiles and the category lists, so a lookup costs
+  a few index probes and a build writes nothing for 90% of the visitors (writing and indexing
+  their 12M rows took longer than computing them). The general route is a table
+  (rec_user_recs_general_path): its merge and ranking cost too much per read.
 
   The definition, in this order:
     1. recent intent (var recent_intent_candidates): the visitor's viewed or carted items,
@@ -28,7 +30,8 @@
 
 with
 
-{{ aisle_user_cf_ctes(s) }},
+{#- the fast route is a view: only the CTEs it reads, so that a lookup plans quickly #}
+{{ aisle_fast_rows_cte(s) if fast else aisle_user_cf_ctes(s) }},
 
 {% if s.recent_intent %}
 intent_rows as (

@@ -117,6 +117,51 @@
   nothing more: that rank, plus k, is their final rank. The others (general path) are
   summed per item and ranked with a window.
 #}
+{#
+  The fast-path rows (CTE fast_rows: user_id, item_id, score, reason, rank) of the visitors with
+  one browsed category whose list fills their list (rec_user_profiles.is_fast, or is_fast_pure
+  with pure=true): the kept entries of that one list, by the skip-mask rule above. rank counts
+  the n_intent recent-intent rows before them (0 when pure); the caller keeps rank <= top_n.
+  The category's list is aggregated into arrays in a lateral subquery keyed by the profile's
+  category: a lookup of one visitor reads one list through the (category_id, list_rank) index,
+  and a scan of every visitor computes each list once (the planner caches the ~1,200 lists in
+  a Memoize node). rec_user_recs_fast_path is a view over this, so it must stay cheap per
+  visitor.
+#}
+{% macro aisle_fast_rows_cte(s, pure=false, users=none) -%}
+{%- set only_users = '' if users is none else ' and profiles.user_id in (select user_id from ' ~ users ~ ')' -%}
+{%- set sfx = '_pure' if pure else '' -%}
+{%- set n_intent = '0' if pure else 'profiles.n_intent' -%}
+fast_rows as not materialized (
+
+    select
+        profiles.user_id,
+        list_arrays.item_ids[positions.position] as item_id,
+        profiles.affinity_score * list_arrays.cf_weights[positions.position] as score,
+        'because you browsed category ' || profiles.category_id as reason,
+        {{ n_intent }} + positions.position - case when profiles.skip_mask{{ sfx }} = 0 then 0 else
+            bit_count((profiles.skip_mask{{ sfx }} & ((1::bigint << positions.position) - 1))::bit(64)) end
+            as rank
+    from {{ ref('rec_user_profiles') }} as profiles
+    cross join lateral (
+        select
+            array_agg(lists.item_id order by lists.list_rank) as item_ids,
+            array_agg(lists.cf_weight order by lists.list_rank) as cf_weights
+        from {{ ref('rec_category_candidates') }} as lists
+        where lists.category_id = profiles.category_id
+    ) as list_arrays
+    -- the first `bound` positions (never more than the list holds), read by subscript: cheaper
+    -- than slicing and unnesting the two arrays. Reading the list's length here also makes the
+    -- planner fetch each visitor's list once, not once per position.
+    cross join lateral generate_series(
+        1, least(profiles.bound{{ sfx }}, cardinality(list_arrays.item_ids))
+    ) as positions (position)
+    where profiles.is_fast{{ sfx }}
+        and (profiles.skip_mask{{ sfx }} >> positions.position) & 1 = 0{{ only_users }}
+
+)
+{%- endmacro %}
+
 {#- users: optional `schema.table` with a user_id column (aisle_evaluation_users()); restricts
     the visitors computed (the evaluation passes its test users, so the pure-CF view costs
     nothing for the rest). -#}
@@ -164,30 +209,7 @@ list_arrays as not materialized (
 
 ),
 
--- Fast path: one browsed category, whose list fills the visitor's list. Not materialized: the
--- fast-path table reads it directly and through cf_rows, and it must stay one parallel scan.
-fast_rows as not materialized (
-
-    select
-        profiles.user_id,
-        entries.item_id,
-        profiles.affinity_score * entries.cf_weight as score,
-        list_arrays.reason,
-        {{ n_intent }} + entries.position - case when profiles.skip_mask{{ sfx }} = 0 then 0 else
-            bit_count((profiles.skip_mask{{ sfx }} & ((1::bigint << entries.position::integer) - 1))::bit(64)) end
-            as rank
-    from {{ ref('rec_user_profiles') }} as profiles
-    inner join list_arrays
-        on profiles.category_id = list_arrays.category_id
-    cross join lateral unnest(
-        list_arrays.item_ids[1:profiles.bound{{ sfx }}],
-        list_arrays.cf_weights[1:profiles.bound{{ sfx }}]
-    ) with ordinality as entries (item_id, cf_weight, position)
-    where profiles.is_fast{{ sfx }}
-        and (profiles.skip_mask{{ sfx }} >> entries.position::integer) & 1 = 0{{ only_users }}
-
-),
-
+{{ aisle_fast_rows_cte(s, pure=pure, users=users) }},
 -- General path: every other known visitor.
 general_users as (
 

@@ -86,11 +86,13 @@ def _cutoff(conn: psycopg.Connection) -> str:
                         (ms,)).fetchone()[0]
 
 
-def _tables(conn: psycopg.Connection, schemas: list[str]) -> list[tuple[str, str]]:
-    """Tables (ordinary, partitioned, materialized views) of the given schemas."""
+def _tables(conn: psycopg.Connection, schemas: list[str], views_of: str | None = None) -> list[tuple[str, str]]:
+    """Tables (ordinary, partitioned, materialized views) of the given schemas, and the views of
+    schema `views_of` (the recommendation views compute served rows on read)."""
     return [tuple(r) for r in conn.execute(
         "select n.nspname, c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-        "where c.relkind in ('r', 'p', 'm') and n.nspname = any(%s) order by 1, 2", (schemas,)).fetchall()]
+        "where n.nspname = any(%s) and (c.relkind in ('r', 'p', 'm') or (c.relkind = 'v' and n.nspname = %s)) "
+        "order by 1, 2", (schemas, views_of)).fetchall()]
 
 
 def _schemas(conn: psycopg.Connection) -> set[str]:
@@ -247,14 +249,16 @@ def backtest(base_target: Target, tmp_path_factory: pytest.TempPathFactory) -> I
 
         _pipeline(target, as_of)
         with connect(target, autocommit=True) as conn:
-            tables = [t for t in _tables(conn, [s + suffix for s in BASE_SCHEMAS]) if t[1] not in RUN_LOG_TABLES]
+            tables = [t for t in _tables(conn, [s + suffix for s in BASE_SCHEMAS], views_of="recs" + suffix)
+                      if t[1] not in RUN_LOG_TABLES]
             _snapshot(conn, tables)
         with connect(target) as conn:  # one transaction: the future arrives at once
             future_rows = _insert_future(conn, as_of)
 
         _pipeline(target, as_of)
         with connect(target, autocommit=True) as conn:
-            after = [t for t in _tables(conn, [s + suffix for s in BASE_SCHEMAS]) if t[1] not in RUN_LOG_TABLES]
+            after = [t for t in _tables(conn, [s + suffix for s in BASE_SCHEMAS], views_of="recs" + suffix)
+                     if t[1] not in RUN_LOG_TABLES]
             assert after == tables, "the rebuild as of T created or dropped tables"
             changed = [(s, t, n) for s, t in tables if (n := _differences(conn, s, t))]
             production_after = _fingerprints(conn, list(BASE_SCHEMAS))
@@ -273,8 +277,8 @@ def test_no_model_sees_the_future(backtest: Backtest) -> None:
     for expected in ("int_events_sessionized", "fct_sessions", "dim_items", "dim_users", "dim_categories",
                      "rec_item_popularity", "rec_item_trending", "rec_user_category_affinity",
                      "category_similarity", "rec_default_recommendations",
-                     # rec_user_recommendations is a view over these two tables
-                     "rec_user_recs_fast_path", "rec_user_recs_general_path"):
+                     # the served view, and the two routes it unions (a view and a table)
+                     "rec_user_recommendations", "rec_user_recs_fast_path", "rec_user_recs_general_path"):
         assert expected in snapped, expected
     assert {s for s, _ in backtest.tables} >= {"intermediate" + backtest.suffix, "marts" + backtest.suffix,
                                                "recs" + backtest.suffix}

@@ -3,14 +3,17 @@
   rec_user_recs_general_path), in one pass over its rows (separate tests would each scan
   it): every known visitor (dim_users.n_events >= known_user_min_events) of this route has a
   list and every list belongs to one; every list has exactly top_n rows with the ranks
-  1..top_n, each once (unique (user_id, rank)); no row holds an item known to be unavailable
-  at as_of (dim_items) or a source outside category_cf, category_trending, trending,
-  popularity. Fails one row per bad visitor, saying what is wrong.
+  1..top_n, each once (unique (user_id, rank)), and top_n distinct items (unique (user_id,
+  item_id)); no row holds a null score, an item known to be unavailable at as_of (dim_items)
+  or a source outside category_cf, category_trending, trending, popularity (null included).
+  Fails one row per bad visitor, saying what is wrong. The fast route is a view, so this is
+  its only check of uniqueness and nulls (its reasons are literals and concatenations of
+  non-null columns; item, rank and source nulls fail the checks above); the general table
+  also has a unique index and not-null columns.
   The route of a known visitor is rec_user_profiles.is_fast; a known visitor without a profile
   belongs to the general route, so the two tests together expect every known visitor exactly
   once, and a visitor in the wrong table, or in both, fails one of them.
-  Not here: unique (user_id, item_id), enforced by each table's unique index
-  (recs_unique_index), and never-purchased (recs_user_recommendations_never_purchased).
+  Not here: never-purchased (recs_user_recommendations_never_purchased).
   With var evaluation_users set (`aisle evaluate`), the known visitors are those among the
   evaluation's users (aisle_evaluation_users): the build computes only them.
     data_tests:
@@ -40,12 +43,14 @@ lists as (
     select
         recommendations.user_id,
         count(*) as n_rows,
+        count(distinct recommendations.item_id) as n_items,
+        count(*) filter (where recommendations.score is null) as n_null_scores,
         bit_or(case when recommendations.rank between 1 and 61 then 1::bigint << recommendations.rank else 0 end)
             as rank_mask,
         count(*) filter (where recommendations.rank not between 1 and {{ top_n }}) as n_bad_ranks,
         count(unavailable_items.item_id) as n_unavailable,
         count(*) filter (
-            where recommendations.source not in ('category_cf', 'category_trending', 'trending', 'popularity')
+            where coalesce(recommendations.source, '') not in ('category_cf', 'category_trending', 'trending', 'popularity')
         ) as n_bad_sources
     from {{ model }} as recommendations
     left join unavailable_items
@@ -78,6 +83,8 @@ select
         when lists.user_id is null then 'known visitor without a list'
         when known_users.user_id is null then 'list of a visitor who is not a known visitor of the {{ route }} route'
         when lists.n_rows <> {{ top_n }} then 'not exactly {{ top_n }} rows'
+        when lists.n_items <> {{ top_n }} then 'not {{ top_n }} distinct items (a duplicate, or a null item)'
+        when lists.n_null_scores > 0 then 'a null score'
         when lists.n_bad_ranks > 0 or lists.rank_mask <> {{ (2 ** (top_n + 1)) - 2 }} then 'ranks are not 1..{{ top_n }}, each once'
         when lists.n_unavailable > 0 then 'an item known to be unavailable'
         else 'an unknown source'
@@ -88,6 +95,8 @@ full outer join lists
 where known_users.user_id is null
     or lists.user_id is null
     or lists.n_rows <> {{ top_n }}
+    or lists.n_items <> {{ top_n }}
+    or lists.n_null_scores > 0
     or lists.n_bad_ranks > 0
     or lists.rank_mask <> {{ (2 ** (top_n + 1)) - 2 }}
     or lists.n_unavailable > 0
