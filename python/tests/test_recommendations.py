@@ -336,6 +336,64 @@ def test_other_vars_exclude_touched_items(built: Built):
         run_dbt(DOWNSTREAM, quiet=True)
 
 
+def test_completeness_tests_fail_on_broken_lists(built: Built):
+    """recs_hybrid_lists_are_complete fails, naming the fault, for lists broken on purpose: a
+    fast-path list one row short, a duplicate item in fast-path lists, and in the general table a
+    repeated rank, an unavailable item and a known visitor without a list. The fast route is a
+    view, so its rows are broken through the tables it reads."""
+    with connect(built.target) as conn:
+        q = conn.execute
+        short_user = q("select user_id from recs.rec_user_profiles where is_fast and n_intent = 0 "
+                       "order by user_id limit 1").fetchone()[0]
+        q("update recs.rec_user_profiles set bound = bound - 1 where user_id = %s", (short_user,))
+        # a duplicate: the second entry of one list becomes its first item, for every fast visitor
+        # of that category whose list reads both positions
+        category, first_item = q(
+            "select c.category_id, c.item_id from recs.rec_category_candidates c "
+            "join recs.rec_user_profiles p on p.category_id = c.category_id and p.is_fast and p.skip_mask = 0 "
+            "and p.user_id <> %s where c.list_rank = 1 order by c.category_id limit 1", (short_user,)).fetchone()
+        q("update recs.rec_category_candidates set item_id = %s where category_id = %s and list_rank = 2",
+          (first_item, category))
+        # the visitors whose (fast-path) list now holds an item twice, counted here in Python
+        seen: dict[int, list[int]] = {}
+        for u, i in q("select r.user_id, r.item_id from recs.rec_user_recs_fast_path r "
+                      "join recs.rec_user_profiles p using (user_id) where p.category_id = %s", (category,)):
+            seen.setdefault(u, []).append(i)
+        dup_users = {u for u, items in seen.items() if len(set(items)) < len(items)}
+        rank_user, unavailable_user, missing_user = [u for (u,) in q(
+            "select user_id from recs.rec_user_recs_general_path group by user_id order by user_id limit 3")]
+        q("update recs.rec_user_recs_general_path set rank = 1 where user_id = %s and rank = 2", (rank_user,))
+        q("delete from recs.rec_user_recs_general_path where user_id = %s", (missing_user,))
+        unavailable_item = q("select item_id from marts.dim_items where is_available = false and item_id not in "
+                             "(select item_id from recs.rec_user_recs_general_path where user_id = %s) "
+                             "order by item_id limit 1", (unavailable_user,)).fetchone()[0]
+        q("update recs.rec_user_recs_general_path set item_id = %s where user_id = %s and rank = %s",
+          (unavailable_item, unavailable_user, DEFAULT.top_n))
+        conn.commit()
+    assert dup_users - {short_user}, "no fast visitor reads both positions of the broken list"
+    try:
+        run = run_dbt(["test", "--select", "test_name:recs_hybrid_lists_are_complete", "--store-failures"],
+                      quiet=True, check=False)
+        tests = [n for n in run.nodes if n.resource_type == "test"]
+        assert len(tests) == 2 and {n.status for n in tests} == {"fail"}, [(n.name, n.status) for n in tests]
+        with connect(built.target) as conn:
+            problems = {}
+            for (table,) in conn.execute(
+                    "select table_schema || '.' || table_name from information_schema.tables "
+                    "where table_name like 'recs_hybrid_lists_are_complete%%'").fetchall():
+                problems.update(dict(conn.execute(f"select user_id, problem from {table}").fetchall()))
+    finally:
+        run_dbt(DOWNSTREAM, quiet=True)
+    n = DEFAULT.top_n
+    assert problems == {
+        short_user: f"not exactly {n} rows",
+        **{u: f"not {n} distinct items (a duplicate, or a null item)" for u in dup_users - {short_user}},
+        rank_user: f"ranks are not 1..{n}, each once",
+        unavailable_user: "a row with a null score, an item known to be unavailable, or an unknown source",
+        missing_user: "known visitor without a list",
+    }
+
+
 def test_evaluation_users_restrict_the_build_to_their_lists(built: Built):
     """Var evaluation_users (as `aisle evaluate` sets it): the serving models hold only the known
     visitors among those users, with the same rows as the unrestricted build; dbt's tests of the
