@@ -67,6 +67,101 @@
   {%- if aisle_serving_exclude_interacted(s, pure) -%}{{ alias }}.touched_mask{%- else -%}{{ alias }}.purchased_mask{%- endif -%}
 {%- endmacro %}
 
+{#
+  The (visitor, item) pairs of rec_user_item_interactions, as CTEs ending in pairs(user_id,
+  item_id, n_views, n_carts, n_purchases, intent_score, last_event_ts, min_category_id,
+  max_category_id, is_available, is_intent_candidate): one sorted aggregation of the events
+  before as_of. Shared by
+  rec_user_item_interactions and rec_user_profiles. Profiles aggregate the same pairs per
+  visitor, and computing the pairs twice lets dbt build both models at the same time instead
+  of one after the other (measured at full scale: 11 s for both instead of 16 s in a row).
+  With var evaluation_users set (`aisle evaluate`), only those visitors' events are read
+  (aisle_evaluation_users). The caller sets a sorted-grouping plan (enable_hashagg off) and
+  1 GB of work_mem for its transaction.
+#}
+{% macro aisle_user_item_pair_ctes() -%}
+{%- set half_life_days = aisle_half_life_days('affinity_half_life_days') %}
+{%- set users = aisle_evaluation_users() %}
+anchor as (
+
+    select {{ aisle_anchor_ts(ref('fct_events')) }} as anchor_ts
+
+),
+
+weights as (
+
+    select
+        event_type,
+        weight
+    from {{ ref('event_weights') }}
+
+),
+
+items as (
+
+    select
+        item_id,
+        is_available
+    from {{ ref('dim_items') }}
+
+),
+
+events as (
+
+    select
+        events.user_id,
+        events.item_id,
+        events.event_type,
+        events.category_id,
+        events.event_ts,
+        items.is_available,
+        case when events.event_type <> 'transaction' then coalesce(weights.weight, 0) * {{
+            aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days) }} else 0 end as intent_term
+    from {{ ref('fct_events') }} as events
+    cross join anchor
+    left join weights
+        on events.event_type = weights.event_type
+    -- joined per event, before the grouping, so that the groups come out in (user_id, item_id)
+    -- order straight into the window (a join after it would lose that order)
+    left join items
+        on events.item_id = items.item_id
+    where {{ aisle_before_as_of('events.event_ts') }}
+    {%- if users is not none %}
+        and events.user_id in (select user_id from {{ users }})
+    {%- endif %}
+
+),
+
+per_pair as (
+
+    select
+        user_id,
+        item_id,
+        count(*) filter (where event_type = 'view') as n_views,
+        count(*) filter (where event_type = 'addtocart') as n_carts,
+        count(*) filter (where event_type = 'transaction') as n_purchases,
+        {{ aisle_exact_sum('intent_term') }} as intent_score,
+        max(event_ts) as last_event_ts,
+        min(category_id) filter (where category_id <> -1) as min_category_id,
+        max(category_id) filter (where category_id <> -1) as max_category_id,
+        -- the item's availability: the same on each of the pair's events
+        bool_or(is_available) as is_available
+    from events
+    group by user_id, item_id
+
+),
+
+pairs as (
+
+    select
+        per_pair.*,
+        -- may be shown again as recent intent: not purchased, not known to be unavailable
+        per_pair.n_purchases = 0 and per_pair.is_available is not false as is_intent_candidate
+    from per_pair
+
+)
+{%- endmacro %}
+
 {# Var evaluation_users, validated: none (every known visitor), or the `schema.table` (lower
    case, unquoted) of the evaluation's test users, with a user_id column. `aisle evaluate`
    sets it for its backtest build: rec_user_item_interactions then keeps only those visitors'

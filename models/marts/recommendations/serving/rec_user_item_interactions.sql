@@ -32,89 +32,11 @@
     between them, category_changed). About one row per 1.25 events. -#}
 {#- With var evaluation_users set (`aisle evaluate`), only those visitors' events are read
     (aisle_evaluation_users in macros/recs_serving.sql): the rows of those visitors are the
-    same, and every serving model after this one then computes only them. -#}
-{%- set half_life_days = aisle_half_life_days('affinity_half_life_days') %}
-{%- set users = aisle_evaluation_users() %}
+    same, and every serving model after this one then computes only them. #}
 
 with
 
-anchor as (
-
-    select {{ aisle_anchor_ts(ref('fct_events')) }} as anchor_ts
-
-),
-
-weights as (
-
-    select
-        event_type,
-        weight
-    from {{ ref('event_weights') }}
-
-),
-
-items as (
-
-    select
-        item_id,
-        is_available
-    from {{ ref('dim_items') }}
-
-),
-
-events as (
-
-    select
-        events.user_id,
-        events.item_id,
-        events.event_type,
-        events.category_id,
-        events.event_ts,
-        items.is_available,
-        case when events.event_type <> 'transaction' then coalesce(weights.weight, 0) * {{
-            aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days) }} else 0 end as intent_term
-    from {{ ref('fct_events') }} as events
-    cross join anchor
-    left join weights
-        on events.event_type = weights.event_type
-    -- joined per event, before the grouping, so that the groups come out in (user_id, item_id)
-    -- order straight into the window (a join after it would lose that order)
-    left join items
-        on events.item_id = items.item_id
-    where {{ aisle_before_as_of('events.event_ts') }}
-    {%- if users is not none %}
-        and events.user_id in (select user_id from {{ users }})
-    {%- endif %}
-
-),
-
-per_pair as (
-
-    select
-        user_id,
-        item_id,
-        count(*) filter (where event_type = 'view') as n_views,
-        count(*) filter (where event_type = 'addtocart') as n_carts,
-        count(*) filter (where event_type = 'transaction') as n_purchases,
-        {{ aisle_exact_sum('intent_term') }} as intent_score,
-        max(event_ts) as last_event_ts,
-        min(category_id) filter (where category_id <> -1) as min_category_id,
-        max(category_id) filter (where category_id <> -1) as max_category_id,
-        -- the item's availability: the same on each of the pair's events
-        bool_or(is_available) as is_available
-    from events
-    group by user_id, item_id
-
-),
-
-enriched as (
-
-    select
-        per_pair.*,
-        per_pair.n_purchases = 0 and per_pair.is_available is not false as is_intent_candidate
-    from per_pair
-
-),
+{{ aisle_user_item_pair_ctes() }},
 
 final as (
 
@@ -135,7 +57,7 @@ final as (
         (case when is_intent_candidate then row_number() over (
             partition by user_id order by is_intent_candidate desc, intent_score desc, item_id
         ) end)::integer as intent_rank
-    from enriched
+    from pairs
 
 )
 
