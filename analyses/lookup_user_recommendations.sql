@@ -4,10 +4,11 @@
 -- python/aisle/pipeline.py (LOOKUP_SQL, used by `aisle recommend`); a test keeps the two
 -- in step. Bind %(user_id)s and %(n)s (psycopg named parameters; `dbt compile` leaves
 -- them as they are, and resolves the schemas, including a backtest's with --vars as_of).
--- The first branch is one probe of the unique index on (user_id, item_id) and reads the
--- visitor's rows, a few heap pages (recent intent, CF and top-ups are written in turn); the second reads the
--- default list through its (root_category_id, rank) index and only runs when the first
--- finds nothing. For a context (a root category the visitor is browsing), replace
+-- The first branch is a few index probes: the visitor's profile (user_id), their category's
+-- list (category_id, list_rank) and their recent-intent items (user_id, item_id) for the ~90%
+-- on the fast route (a view), or the general table's unique index on (user_id, item_id) for
+-- the rest. The second reads the default list through its (root_category_id, rank) index and
+-- only runs when the first finds nothing. For a context (a root category the visitor is browsing), replace
 -- `root_category_id is null` by `root_category_id = <root>`.
 with own as (
     select rank, item_id, score, source, reason
