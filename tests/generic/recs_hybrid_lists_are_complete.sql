@@ -1,5 +1,5 @@
 {#
-  One route's table of rec_user_recommendations (rec_user_recs_fast_path or
+  One route of rec_user_recommendations (the view rec_user_recs_fast_path or the table
   rec_user_recs_general_path), in one pass over its rows (separate tests would each scan
   it): every known visitor (dim_users.n_events >= known_user_min_events) of this route has a
   list and every list belongs to one; every list has exactly top_n rows with the ranks

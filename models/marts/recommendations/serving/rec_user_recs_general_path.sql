@@ -12,6 +12,8 @@
 {#- The rows of rec_user_recommendations for every known visitor off the fast path (about 10%:
     several browsed categories, a short list, or no category at all): recent intent, then the
     merge of their categories' candidate lists, then the top-ups (category trending, trending,
-    popularity). Built at the same time as rec_user_recs_fast_path (dbt's second thread).
-    Read rec_user_recommendations, not this table. See macros/recs_hybrid.sql. -#}
+    popularity). A table: its merge and ranking cost too much to redo on each read (the fast
+    route, rec_user_recs_fast_path, is a view). dbt runs the fast route's completeness test on
+    its second thread while this builds. Read rec_user_recommendations, not this table. See
+    macros/recs_hybrid.sql. -#}
 {{ aisle_hybrid_rows(route='general') }}
