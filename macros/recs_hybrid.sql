@@ -20,6 +20,15 @@
   Everywhere: no item known unavailable, no purchased item (no touched item at all when
   recommend_viewed_items is false), no duplicate.
 #}
+{# The reasons people read, written once: a browsed category, and recent intent. #}
+{% macro aisle_reason_browsed(category_id) -%}
+'because you browsed category ' || {{ category_id }}
+{%- endmacro %}
+
+{% macro aisle_reason_intent(is_cart) -%}
+case when {{ is_cart }} then 'you added this to your cart recently' else 'you viewed this recently' end
+{%- endmacro %}
+
 {% macro aisle_hybrid_rows(route) -%}
 {%- if route not in ('fast', 'general') -%}
   {{ exceptions.raise_compiler_error("aisle_hybrid_rows: route must be 'fast' or 'general', got: " ~ route) }}
@@ -41,8 +50,8 @@ intent_rows as (
         interactions.intent_rank as rank,
         interactions.item_id,
         interactions.intent_score as score,
-        case when interactions.n_carts > 0 then 'you added this to your cart recently' else 'you viewed this recently' end
-            as reason
+        interactions.n_carts > 0 as is_cart,
+        {{ aisle_reason_intent('interactions.n_carts > 0') }} as reason
     from {{ ref('rec_user_item_interactions') }} as interactions
     -- the route's visitors only; profiles hold exactly the known visitors
     inner join {{ ref('rec_user_profiles') }} as profiles
@@ -248,14 +257,21 @@ topup_rows as (
 {% endif %}
 unioned as (
 
+    {% if fast -%}
+    {#- The fast route carries what its reason is made of, not the text: the view builds the
+        text at the top, where a query that does not read it (the completeness test, say)
+        never builds it for the 12M rows. -#}
+    {% if s.recent_intent -%}
+    select user_id, rank, item_id, score, null::bigint as browsed_category_id, is_cart from intent_rows
+    union all
+    {% endif -%}
+    select user_id, rank, item_id, score, browsed_category_id, null::boolean as is_cart from fast_rows
+    where rank <= {{ top_n }}
+    {%- else -%}
     {% if s.recent_intent -%}
     select user_id, rank, item_id, score, 'category_cf' as source, reason from intent_rows
     union all
     {% endif -%}
-    {% if fast -%}
-    select user_id, rank, item_id, score, 'category_cf' as source, reason from fast_rows
-    where rank <= {{ top_n }}
-    {%- else -%}
     select user_id, n_intent + cf_rank as rank, item_id, score, 'category_cf' as source, reason from general_rows
     union all
     select user_id, rank, item_id, score, source, reason from topup_rows
@@ -270,8 +286,16 @@ final as (
         rank::integer as rank,
         item_id::bigint as item_id,
         score::double precision as score,
+        {%- if fast %}
+        'category_cf'::text as source,
+        (case
+            when browsed_category_id is not null then {{ aisle_reason_browsed('browsed_category_id') }}
+            else {{ aisle_reason_intent('is_cart') }}
+        end)::text as reason
+        {%- else %}
         source::text as source,
         reason::text as reason
+        {%- endif %}
     from unioned
 
 )

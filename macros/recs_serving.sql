@@ -213,7 +213,8 @@ pairs as (
   summed per item and ranked with a window.
 #}
 {#
-  The fast-path rows (CTE fast_rows: user_id, item_id, score, reason, rank) of the visitors with
+  The fast-path rows (CTE fast_rows: user_id, item_id, score, reason, browsed_category_id, rank)
+  of the visitors with
   one browsed category whose list fills their list (rec_user_profiles.is_fast, or is_fast_pure
   with pure=true): the kept entries of that one list, by the skip-mask rule above. rank counts
   the n_intent recent-intent rows before them (0 when pure); the caller keeps rank <= top_n.
@@ -233,7 +234,8 @@ fast_rows as not materialized (
         profiles.user_id,
         list_arrays.item_ids[positions.position] as item_id,
         profiles.affinity_score * list_arrays.cf_weights[positions.position] as score,
-        'because you browsed category ' || profiles.category_id as reason,
+        {{ aisle_reason_browsed('profiles.category_id') }} as reason,
+        profiles.category_id as browsed_category_id,
         {{ n_intent }} + positions.position - case when profiles.skip_mask{{ sfx }} = 0 then 0 else
             bit_count((profiles.skip_mask{{ sfx }} & ((1::bigint << positions.position) - 1))::bit(64)) end
             as rank
@@ -407,7 +409,7 @@ general_rows as (
             user_id,
             item_id,
             score,
-            'because you browsed category ' || browsed_category_id::bigint as reason,
+            {{ aisle_reason_browsed('browsed_category_id::bigint') }} as reason,
             row_number() over (partition by user_id order by score desc, item_id) as cf_rank,
             n_intent
         from general_scores
