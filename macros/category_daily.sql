@@ -38,8 +38,8 @@ first_changed_day as (
 
     select (min(sessionized.session_start_ts) at time zone 'UTC')::date as event_date
     from {{ ref('fct_events') }} as sessionized
-    cross join processed
-    where sessionized.batch_id > processed.max_batch_id
+    -- a scalar watermark, so that the BRIN index on batch_id selects the new rows' blocks
+    where sessionized.batch_id > (select max_batch_id from processed)
 
 ),
 

@@ -55,11 +55,13 @@ events as (
 
     select events.*
     from changed_users
-    -- lateral: one range scan of the (user_id, event_ts) index per visitor
+    -- lateral: one range scan of the (user_id, event_ts) index per visitor (`offset 0` keeps
+    -- it apart; flattened, it is planned as a hash join over a full scan of the events)
     cross join lateral (
         select *
         from {{ ref('int_events_sessionized') }} as user_events
         where user_events.user_id = changed_users.user_id
+        offset 0
     ) as events
 
 ),

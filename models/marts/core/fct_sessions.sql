@@ -43,8 +43,8 @@ tails as (
         new_events.user_id,
         min(new_events.session_start_ts) as tail_start_ts
     from {{ ref('int_events_sessionized') }} as new_events
-    cross join processed
-    where new_events.batch_id > processed.max_batch_id
+    -- a scalar watermark, so that the BRIN index on batch_id selects the new rows' blocks
+    where new_events.batch_id > (select max_batch_id from processed)
     group by new_events.user_id
 
 ),
@@ -61,12 +61,14 @@ events as (
         sessionized.category_id,
         sessionized.batch_id
     from tails
-    -- lateral: one range scan of the (user_id, event_ts) index per visitor
+    -- lateral: one range scan of the (user_id, event_ts) index per visitor (`offset 0` keeps
+    -- it apart; flattened, it is planned as a hash join over a full scan of the events)
     cross join lateral (
         select *
         from {{ ref('int_events_sessionized') }} as events
         where events.user_id = tails.user_id
             and events.event_ts >= tails.tail_start_ts
+        offset 0
     ) as sessionized
 
 ),
