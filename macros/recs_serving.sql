@@ -90,10 +90,7 @@ anchor as (
 
 weights as (
 
-    select
-        event_type,
-        weight
-    from {{ ref('event_weights') }}
+    {{ aisle_event_weights_row(ref('event_weights')) }}
 
 ),
 
@@ -115,12 +112,13 @@ events as (
         events.category_id,
         events.event_ts,
         items.is_available,
-        case when events.event_type <> 'transaction' then coalesce(weights.weight, 0) * {{
+        case when events.event_type <> 'transaction' then {{ aisle_event_weight('events.event_type') }} * {{
             aisle_decay_factor('events.event_ts', 'anchor.anchor_ts', half_life_days) }} else 0 end as intent_term
     from {{ ref('fct_events') }} as events
     cross join anchor
-    left join weights
-        on events.event_type = weights.event_type
+    -- one row: each event's weight without a join (a join to the seed made the planner sort
+    -- the events by type to merge-join them)
+    cross join weights
     -- joined per event, before the grouping, so that the groups come out in (user_id, item_id)
     -- order straight into the window (a join after it would lose that order)
     left join items
@@ -203,7 +201,7 @@ pairs as (
     - the CF items are ranked by score desc, then item_id, and the first top_n - k are
       kept; reason: the browsed category with the largest term (ties: the lower id).
 
-  How it is computed without sorting 14M rows: each list is an array (list_arrays). A
+  How it is computed without sorting 14M rows: each list is an array (aisle_category_list_arrays). A
   (visitor, category) pair with skip mask m (bit p set = the entry at position p is
   excluded) unnests the first k' + popcount(m) entries (k' = top_n - k); the entry at
   position p is kept when bit p is clear and p - popcount(m & (2^p - 1)) <= k', which is
@@ -212,6 +210,21 @@ pairs as (
   nothing more: that rank, plus k, is their final rank. The others (general path) are
   summed per item and ranked with a window.
 #}
+{#
+  One category's candidate list (rec_category_candidates) as two arrays in list order,
+  item_ids and cf_weights, for a lateral join keyed by `category_id` (an expression of the
+  outer row). A lookup of one visitor reads one list through the (category_id, list_rank)
+  index, and a scan of many visitors computes each list once: the planner caches the ~1,200
+  lists in a Memoize node. An outer row whose category has no list gets two null arrays.
+#}
+{% macro aisle_category_list_arrays(category_id) -%}
+select
+            array_agg(lists.item_id order by lists.list_rank) as item_ids,
+            array_agg(lists.cf_weight order by lists.list_rank) as cf_weights
+        from {{ ref('rec_category_candidates') }} as lists
+        where lists.category_id = {{ category_id }}
+{%- endmacro %}
+
 {#
   The fast-path rows (CTE fast_rows: user_id, item_id, score, reason, browsed_category_id, rank)
   of the visitors with
@@ -240,13 +253,7 @@ fast_rows as not materialized (
             bit_count((profiles.skip_mask{{ sfx }} & ((1::bigint << positions.position) - 1))::bit(64)) end
             as rank
     from {{ ref('rec_user_profiles') }} as profiles
-    cross join lateral (
-        select
-            array_agg(lists.item_id order by lists.list_rank) as item_ids,
-            array_agg(lists.cf_weight order by lists.list_rank) as cf_weights
-        from {{ ref('rec_category_candidates') }} as lists
-        where lists.category_id = profiles.category_id
-    ) as list_arrays
+    cross join lateral ({{ aisle_category_list_arrays('profiles.category_id') }}) as list_arrays
     -- the first `bound` positions (never more than the list holds), read by subscript: cheaper
     -- than slicing and unnesting the two arrays. Reading the list's length here also makes the
     -- planner fetch each visitor's list once, not once per position.
@@ -289,19 +296,6 @@ lists as not materialized (
         item_id,
         cf_weight
     from {{ ref('rec_category_candidates') }}
-
-),
-
--- Not materialized: a CTE scan cannot run in a parallel worker, and this is cheap to redo.
-list_arrays as not materialized (
-
-    select
-        category_id,
-        count(*) as n_items,
-        array_agg(item_id order by list_rank) as item_ids,
-        array_agg(cf_weight order by list_rank) as cf_weights
-    from lists
-    group by category_id
 
 ),
 
@@ -364,27 +358,38 @@ general_pairs as (
 
 ),
 
+-- Each pair's list comes from the same lateral lookup as on the fast path (the planner
+-- computes each of the ~1,200 lists once, in a Memoize node), and its kept entries from a
+-- subquery of their own (offset 0 keeps it apart): the rows that reach the grouping then
+-- carry the item and its contribution, not the two arrays (carrying the arrays through the
+-- sorts cost several hundred MB of sort space at full scale).
 general_entries as (
 
     select
         general_pairs.user_id,
         general_pairs.n_intent,
-        list_arrays.item_ids[positions.position] as item_id,
+        entries.item_id,
         general_pairs.category_id as browsed_category_id,
-        general_pairs.affinity_score * list_arrays.cf_weights[positions.position] as contribution
+        entries.contribution
     from general_pairs
-    inner join list_arrays
-        on general_pairs.category_id = list_arrays.category_id
-    -- the positions read by subscript, as on the fast path (cheaper than unnesting two slices)
-    cross join lateral generate_series(
-        1,
-        least({{ top_n }} - general_pairs.n_intent + bit_count(general_pairs.skip_mask::bit(64)),
-              list_arrays.n_items)::integer
-    ) as positions (position)
-    where (general_pairs.skip_mask >> positions.position) & 1 = 0
-        and positions.position
-            - bit_count((general_pairs.skip_mask & ((1::bigint << positions.position) - 1))::bit(64))
-            <= {{ top_n }} - general_pairs.n_intent
+    cross join lateral ({{ aisle_category_list_arrays('general_pairs.category_id') }}) as list_arrays
+    cross join lateral (
+        -- the positions read by subscript, as on the fast path (cheaper than unnesting two slices)
+        select
+            list_arrays.item_ids[positions.position] as item_id,
+            general_pairs.affinity_score * list_arrays.cf_weights[positions.position] as contribution
+        from generate_series(
+            1,
+            least({{ top_n }} - general_pairs.n_intent + bit_count(general_pairs.skip_mask::bit(64)),
+                  -- a category without a list has null arrays (least() would skip a null)
+                  coalesce(cardinality(list_arrays.item_ids), 0))::integer
+        ) as positions (position)
+        where (general_pairs.skip_mask >> positions.position) & 1 = 0
+            and positions.position
+                - bit_count((general_pairs.skip_mask & ((1::bigint << positions.position) - 1))::bit(64))
+                <= {{ top_n }} - general_pairs.n_intent
+        offset 0
+    ) as entries
 
 ),
 

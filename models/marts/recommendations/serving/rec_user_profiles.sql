@@ -1,13 +1,16 @@
 {#- The planner prefers to sort the 2.2M pairs to merge-join the 60K list entries, or
     to probe an index for each of them; a hash join is several times cheaper. With hash
     aggregation allowed it hashes the 2.2M interactions (not the 60K entries) and groups the
-    1.4M visitors in one process; sorted grouping runs in the parallel workers and is about a
-    third faster. The sorts fit in memory (set local: this build's transaction only). -#}
+    1.4M visitors, about 1.5x slower than sorted grouping. No parallel workers
+    (aisle_serial_plan): dbt builds rec_user_item_interactions on its other thread at the same
+    time, so workers only add contention. The sorts fit in memory (set local: this build's
+    transaction only). -#}
 {{
   config(
     indexes=[
       {'columns': ['user_id'], 'unique': true},
     ],
+    pre_hook=["{{ aisle_serial_plan() }}"],
     sql_header="set local enable_mergejoin = off; set local enable_nestloop = off; set local enable_hashagg = off; set local work_mem = '1GB';",
     post_hook=["analyze {{ this }}"],
   )
