@@ -78,13 +78,45 @@ short_users as (
 
 ),
 
-trending as (
+short_user_categories as (
+
+    select
+        short_users.user_id,
+        short_users.n_excluded,
+        browsed.category_id,
+        row_number() over (
+            partition by short_users.user_id order by browsed.affinity_score desc, browsed.category_id
+        ) as category_order
+    from short_users
+    -- through the (user_id, category_id) index, not a scan of every visitor's affinities
+    cross join lateral (
+        select
+            affinity.category_id,
+            affinity.affinity_score
+        from affinity
+        where affinity.user_id = short_users.user_id
+        offset 0
+    ) as browsed
+
+),
+
+-- How deep any short visitor reads a global tier (see short_user_depths).
+topup_depth as (
+
+    select {{ 2 * top_n }} + coalesce(max(n_excluded), 0) as depth
+    from short_users
+
+),
+
+-- Trending within the short visitors' own categories only, ranked by trending, then
+-- popularity, then item_id; and the global tiers only as deep as they are read (a bounded
+-- sort, not a ranking of every item).
+trending_in_category as (
 
     select
         trending.item_id,
         trending.category_id,
         trending.trending_score,
-        row_number() over (order by trending.trending_score desc, trending.item_id) as rank_overall,
         row_number() over (
             partition by trending.category_id
             order by trending.trending_score desc, coalesce(popularity.weighted_events, 0) desc, trending.item_id
@@ -93,6 +125,25 @@ trending as (
     left join {{ ref('rec_item_popularity') }} as popularity
         on trending.item_id = popularity.item_id
     where trending.is_available is not false
+        and trending.category_id in (select category_id from short_user_categories)
+
+),
+
+trending as (
+
+    select
+        item_id,
+        trending_score,
+        row_number() over (order by trending_score desc, item_id) as rank_overall
+    from (
+        select
+            item_id,
+            trending_score
+        from {{ ref('rec_item_trending') }}
+        where is_available is not false
+        order by trending_score desc, item_id
+        limit (select depth from topup_depth)
+    ) as top_items
 
 ),
 
@@ -102,23 +153,15 @@ popularity as (
         item_id,
         weighted_events,
         row_number() over (order by weighted_events desc, item_id) as rank_overall
-    from {{ ref('rec_item_popularity') }}
-    where is_available is not false
-
-),
-
-short_user_categories as (
-
-    select
-        short_users.user_id,
-        short_users.n_excluded,
-        affinity.category_id,
-        row_number() over (
-            partition by short_users.user_id order by affinity.affinity_score desc, affinity.category_id
-        ) as category_order
-    from short_users
-    inner join affinity
-        on short_users.user_id = affinity.user_id
+    from (
+        select
+            item_id,
+            weighted_events
+        from {{ ref('rec_item_popularity') }}
+        where is_available is not false
+        order by weighted_events desc, item_id
+        limit (select depth from topup_depth)
+    ) as top_items
 
 ),
 
@@ -138,17 +181,17 @@ topup_candidates as (
 
     select
         short_user_categories.user_id,
-        trending.item_id,
-        trending.trending_score as score,
+        trending_in_category.item_id,
+        trending_in_category.trending_score as score,
         'category_trending' as source,
         'trending in category ' || short_user_categories.category_id as reason,
         3 as tier,
         short_user_categories.category_order as order_1,
-        trending.rank_in_category as order_2
+        trending_in_category.rank_in_category as order_2
     from short_user_categories
-    inner join trending
-        on short_user_categories.category_id = trending.category_id
-    where trending.rank_in_category <= {{ 2 * top_n }} + short_user_categories.n_excluded
+    inner join trending_in_category
+        on short_user_categories.category_id = trending_in_category.category_id
+    where trending_in_category.rank_in_category <= {{ 2 * top_n }} + short_user_categories.n_excluded
 
     union all
 
