@@ -202,10 +202,15 @@ intervals as (
   {%- endif -%}
 {%- endmacro %}
 
-{# A post-hook: ANALYZE a table that has no statistics yet (a fresh full build), so
-   the next models plan with real row counts; incremental runs change a few rows and
-   skip it. #}
+{# The post-hook of every table the project builds (dbt_project.yml: models and seeds):
+   ANALYZE a table that has no statistics yet (a fresh build), so the next models plan
+   with real statistics instead of waiting for autovacuum; incremental runs change a few
+   rows and skip it. Views (nothing to analyze) get no statement. Measured at full scale:
+   the serving build right after a fresh warehouse build took 38.6-41.7 s while the popularity,
+   trending, affinity and event-total tables had no statistics, and 31.9 s with them (their
+   ANALYZE takes ~0.5 s in all). #}
 {% macro aisle_analyze_if_new() -%}
+  {%- if config.get('materialized') not in ('view', 'ephemeral') -%}
   do $aisle$
   begin
     if not exists (select 1 from pg_catalog.pg_statistic where starelid = '{{ this }}'::regclass) then
@@ -213,6 +218,7 @@ intervals as (
     end if;
   end
   $aisle$
+  {%- endif -%}
 {%- endmacro %}
 
 {#

@@ -8,7 +8,7 @@
   tree_status = 'ok' is tested, so they are reported. Categories that items refer to but
   the tree does not contain are added with tree_status 'not_in_tree' (a warning).
 -#}
-{{ config(unlogged=true, post_hook=["{{ aisle_analyze_if_new() }}"]) }}
+{{ config(unlogged=true) }}
 
 with recursive
 

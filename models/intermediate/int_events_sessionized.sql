@@ -48,7 +48,6 @@
       {'columns': ['batch_id'], 'type': 'brin'},
     ],
     pre_hook=["{{ aisle_full_build_settings() }}"],
-    post_hook=["{{ aisle_analyze_if_new() }}"],
   )
 }}
 

@@ -12,7 +12,6 @@
     unlogged=true,
     indexes=[{'columns': ['item_id', 'valid_from'], 'unique': true}],
     pre_hook=["{{ aisle_full_build_settings() }}"],
-    post_hook=["{{ aisle_analyze_if_new() }}"],
   )
 }}
 

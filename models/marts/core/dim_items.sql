@@ -29,7 +29,6 @@
       {'columns': ['category_id']},
     ],
     pre_hook=["{{ aisle_full_build_settings() }}"],
-    post_hook=["{{ aisle_analyze_if_new() }}"],
   )
 }}
 

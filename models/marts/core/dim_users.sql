@@ -31,7 +31,6 @@
       {'columns': ['segment']},
     ],
     pre_hook=["{{ aisle_full_build_settings(prefer_sort=true) }}"],
-    post_hook=["{{ aisle_analyze_if_new() }}"],
   )
 }}
 

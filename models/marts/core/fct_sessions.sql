@@ -23,7 +23,6 @@
       {'columns': ['user_id', 'session_start']},
     ],
     pre_hook=["{{ aisle_full_build_settings(prefer_sort=true, sequential_scans=true) }}"],
-    post_hook=["{{ aisle_analyze_if_new() }}"],
   )
 }}
 

@@ -29,7 +29,6 @@
     unlogged=true,
     indexes=[{'columns': ['event_id'], 'unique': true}],
     pre_hook=["{{ aisle_full_build_settings() }}"],
-    post_hook=["{{ aisle_analyze_if_new() }}"],
   )
 }}
 

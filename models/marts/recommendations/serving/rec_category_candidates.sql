@@ -4,7 +4,6 @@
     indexes=[
       {'columns': ['category_id', 'list_rank'], 'unique': true},
     ],
-    post_hook=["analyze {{ this }}"],
   )
 }}
 

@@ -12,7 +12,6 @@
     ],
     pre_hook=["{{ aisle_serial_plan() }}"],
     sql_header="set local work_mem = '1GB'; set local enable_hashagg = off;",
-    post_hook=["analyze {{ this }}"],
   )
 }}
 

@@ -12,7 +12,6 @@
     ],
     pre_hook=["{{ aisle_serial_plan() }}"],
     sql_header="set local enable_mergejoin = off; set local enable_nestloop = off; set local enable_hashagg = off; set local work_mem = '1GB';",
-    post_hook=["analyze {{ this }}"],
   )
 }}
 

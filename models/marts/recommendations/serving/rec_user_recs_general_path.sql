@@ -7,7 +7,6 @@
     ],
     pre_hook=["{{ aisle_serial_plan() }}"],
     sql_header="set local enable_hashagg = off;",
-    post_hook=["analyze {{ this }}"],
   )
 }}
 
