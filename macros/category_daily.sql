@@ -8,9 +8,9 @@
 
   Reads fct_events (the view over int_events_sessionized: the same rows, and the same
   indexes for the incremental runs), not the intermediate table: that puts the two
-  daily aggregates one step later in dbt's build order than fct_sessions,
-  rec_user_category_affinity and dim_users, which read the table and start as soon as
-  the events are sessionized: dbt orders ready nodes by depth, then by name, and the
+  daily aggregates one step later in dbt's build order than fct_sessions and
+  rec_user_category_affinity, which read the table and start as soon as the events are
+  sessionized: dbt orders ready nodes by depth, then by name, and the
   aggregates would otherwise come first and leave the longest models (and their tests)
   for the end of the build.
 
