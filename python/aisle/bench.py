@@ -63,6 +63,29 @@ def _rate(rows: int, seconds: float) -> str:
     return f"{rows / seconds:,.0f} rows/s ({rows:,} rows in {seconds:.1f} s)" if seconds > 0 else "n/a"
 
 
+# A fixed piece of Postgres work (hash 2M integers, sort them in memory, sum them), the kind of
+# work the pipeline does. The same machine has run it (and every stage below) up to ~60% slower
+# from one hour to the next, so the bench times it at its start and at its end: a slow stage
+# in a slow probe's run is the machine, not the code.
+MACHINE_PROBE_SQL = ("select sum(x) from (select hashint4(i) as x from generate_series(1, 2000000) as i "
+                     "order by 1 offset 0) as s")
+
+
+def machine_probe(target, repeats: int = 3) -> float:
+    """Best of `repeats` timings (seconds) of MACHINE_PROBE_SQL on one backend, in memory."""
+    from aisle.db import connect
+
+    with connect(target) as conn:
+        conn.execute("set work_mem = '512MB'")
+        conn.execute("set max_parallel_workers_per_gather = 0")
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            conn.execute(MACHINE_PROBE_SQL).fetchone()
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
 def run_bench(*, scale: float = 1.0, only: list[str] | None = None, target: str | None = None) -> dict:
     """Run the stages, print a table, and write reports/bench.json."""
     from aisle.db import drop_database, ensure_database
@@ -81,6 +104,9 @@ def run_bench(*, scale: float = 1.0, only: list[str] | None = None, target: str 
     full, day = folder / "full", folder / "split"
     results = Results()
     results.data["scale"] = scale
+    probe = machine_probe(bench_target)
+    results.add("machine", "speed probe at the start (fixed hash + sort of 2M integers)", f"{probe:.2f} s", "",
+                "machine_probe_start_seconds", probe)
 
     if "generate" in stages:
         # In a child process: the generator holds every synthetic event in numpy arrays, and its
@@ -198,6 +224,8 @@ def run_bench(*, scale: float = 1.0, only: list[str] | None = None, target: str 
         rss = peak_rss_mb()
         results.add("memory", "peak RSS of this process (load, dbt in-process, evaluate)", f"{rss:,.0f} MB",
                     "well under 1 GB", "pipeline_peak_rss_mb", rss)
+    probe = machine_probe(bench_target)
+    results.add("machine", "speed probe at the end", f"{probe:.2f} s", "", "machine_probe_end_seconds", probe)
     console.print(results.table(scale))
     out = project_root() / "reports" / "bench.json"
     out.parent.mkdir(exist_ok=True)
