@@ -14,6 +14,8 @@ database state, so a subset is for re-measuring a stage on an existing bench DB)
   increment  load the last day, incremental upstream build (and its ratio to the full)
   lookup     one user's lookup from the mart, p50/p99 over 1,000 random users, second process
   evaluate   the full `aisle evaluate` backtest
+Every run also times a fixed piece of Postgres work at its start and its end (the machine
+speed probe): this machine's speed drifts by tens of percent from hour to hour.
 """
 
 from __future__ import annotations
