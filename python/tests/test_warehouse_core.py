@@ -282,6 +282,19 @@ def test_every_dbt_test_passed(built: Built) -> None:
         assert run.count("test") >= 40
 
 
+def test_fresh_tables_analyzed_by_the_build(built: Built) -> None:
+    """Every table the last (full-refresh) build wrote has statistics from the build's own
+    ANALYZE (the post-hook run after each model's commit: last_analyze, which autovacuum
+    never sets), so the models after it planned with real row counts."""
+    with connect(built.target) as conn:
+        tables = dict(conn.execute(
+            "select schemaname || '.' || relname, last_analyze is not null from pg_stat_user_tables "
+            "where schemaname in ('staging', 'intermediate', 'marts', 'recs', 'seeds')").fetchall())
+    assert {"staging.stg_retailrocket__events", "intermediate.int_events_sessionized",
+            "marts.fct_sessions", "marts.dim_users"} <= tables.keys(), sorted(tables)
+    assert [t for t, analyzed in tables.items() if not analyzed] == []
+
+
 def test_second_build_was_incremental(built: Built) -> None:
     """The second build inserted only the touched visitors' tails, not every event again."""
     nodes = {n.name: n for n in built.incremental_runs[1].nodes}
