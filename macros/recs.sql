@@ -19,6 +19,58 @@
   power(0.5::double precision, date_part('epoch', {{ anchor }} - {{ ts }}) / ({{ half_life_days }} * 86400.0::double precision))
 {%- endmacro %}
 
+{#
+  Decay frames: what makes the decayed sums incremental.
+
+  A decayed score anchored at A, sum(w * 0.5 ^ ((A - t) / h)), changes in every row when A
+  moves (A is the latest event, so every new day moves it). The same sum in a fixed frame R,
+  sum(w * 0.5 ^ ((R - t) / h)), changes only for the keys that get new events, and
+  score(A) = score(R) * 0.5 ^ ((A - R) / h) exactly as real numbers. So the incremental
+  models (int_item_event_totals, int_user_category_affinity) store the sums in frame R and
+  recompute only the keys with new events; the marts rescale to the anchor when they read
+  them (aisle_decay_rescale).
+
+  R is the anchor rounded down to a grid of 8 half-lives from the Unix epoch (56 days for a
+  7-day half-life): it depends on the anchor alone, so a full refresh and an incremental run
+  with the same anchor use the same R and give the same rows, bit for bit (the terms are
+  still rounded to 2^-32 and summed as integers, now in frame R). When the anchor crosses a
+  grid point, or a half-life or an event weight changes, the stored sums are in another frame
+  (aisle_decay_signature differs) and the incremental run recomputes every key. Terms in
+  frame R are at most 2^8 times their weight (events after R), so the 2^-32-rounded
+  integers stay far from bigint's range for any weight below 2^20; for events before R they
+  are as precise as in frame A or more (A >= R).
+#}
+{% macro aisle_decay_frame_ts(anchor, half_life_days) -%}
+  {{ return(adapter.dispatch('aisle_decay_frame_ts')(anchor, half_life_days)) }}
+{%- endmacro %}
+
+{% macro default__aisle_decay_frame_ts(anchor, half_life_days) -%}
+  timestamp_seconds(cast(floor(unix_seconds({{ anchor }}) / {{ aisle_decay_grid_seconds(half_life_days) }}) * {{ aisle_decay_grid_seconds(half_life_days) }} as int64))
+{%- endmacro %}
+
+{% macro postgres__aisle_decay_frame_ts(anchor, half_life_days) -%}
+  to_timestamp(floor(date_part('epoch', {{ anchor }}) / {{ aisle_decay_grid_seconds(half_life_days) }}) * {{ aisle_decay_grid_seconds(half_life_days) }})
+{%- endmacro %}
+
+{# The frame grid's step in seconds: 8 half-lives. #}
+{% macro aisle_decay_grid_seconds(half_life_days) -%}
+  {{- (8 * 86400 * (half_life_days | float)) ~ '' -}}
+{%- endmacro %}
+
+{# A bigint that differs whenever a stored decayed sum would: the frame, the half-life, the
+   three event weights (`weights`: the one-row relation of aisle_event_weights_row) and any
+   `extra` setting of the model. #}
+{% macro aisle_decay_signature(frame_ts, half_life_days, weights='weights', extra='') -%}
+  {{ aisle_hash64(texts=["concat_ws('|', cast(" ~ aisle_timestamptz_to_epoch_ms(frame_ts) ~ " as varchar), '" ~ half_life_days ~ "', cast("
+      ~ weights ~ ".w_view as varchar), cast(" ~ weights ~ ".w_addtocart as varchar), cast("
+      ~ weights ~ ".w_transaction as varchar), '" ~ extra ~ "')"]) }}
+{%- endmacro %}
+
+{# A sum stored in frame `frame_ts` (aisle_decay_frame_ts), rescaled to the anchor. #}
+{% macro aisle_decay_rescale(frame_sum, frame_ts, anchor, half_life_days) -%}
+  ({{ frame_sum }} * {{ aisle_decay_factor(frame_ts, anchor, half_life_days) }})
+{%- endmacro %}
+
 {# A sum of double precision terms that does not depend on the order of the rows.
    A plain float sum differs in the last bits when a parallel plan splits the rows
    differently, and a backtest rebuilt on the same data must give identical rows. Each

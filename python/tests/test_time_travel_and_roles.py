@@ -326,7 +326,7 @@ WRITES = [
     "insert into {recs}.rec_item_popularity select * from {recs}.rec_item_popularity limit 1",
     "update {recs}.rec_item_trending set n_events = n_events",
     "delete from {marts}.dim_items",
-    "truncate {recs}.rec_user_category_affinity",
+    "truncate {marts}.fct_sessions",
     "drop table {marts}.dim_items",
     "alter table {marts}.dim_users add column x int",
     "create table {recs}.reader_was_here (i int)",
@@ -340,6 +340,7 @@ READS_DENIED = [
     "select count(*) from raw.events",
     "select count(*) from raw.load_batches",
     "select count(*) from {intermediate}.int_events_sessionized",
+    "select count(*) from {intermediate}.int_user_category_affinity",
     "select count(*) from {staging}.stg_retailrocket__events",
 ]
 

@@ -42,19 +42,24 @@ HEAVY_MIN_EVENTS = 200  # var heavy_user_min_events (default 200)
 UTC = timezone.utc
 EVENTS_HEADER = ["timestamp", "visitorid", "event", "itemid", "transactionid"]
 
-# The core models and their tests; tests that also need a recommendation mart are left out
-# (cautious indirect selection), as are the models that need the Python similarity step and
-# int_item_event_totals, the item marts' input (it reads the event_weights seed, a
-# recommendation input; test_warehouse_recs.py checks the marts built from it).
+# The core models and their tests, plus the recommendation inputs (the event_weights seed,
+# popularity, trending and affinity, with their incremental intermediate tables); the models
+# that need the Python similarity step are left out, and so are tests that need them
+# (cautious indirect selection). test_warehouse_recs.py checks those marts against brute force.
+REC_INPUTS = ["event_weights", "rec_item_popularity", "rec_item_trending", "rec_user_category_affinity"]
 SELECT = ["--select", "path:models/staging", "path:models/intermediate", "path:models/marts/core",
-          "path:tests/core", "--exclude", "int_item_event_totals", "--indirect-selection", "cautious"]
+          "path:tests/core", *REC_INPUTS, "--indirect-selection", "cautious"]
 
 # Every table the incremental runs maintain or rebuild, compared with a full refresh.
 COMPARED = ["staging.stg_retailrocket__events", "intermediate.int_events_sessionized",
             "marts.fct_sessions", "marts.agg_category_daily", "marts.agg_root_category_daily",
             "marts.dim_users", "marts.dim_items", "marts.dim_categories",
             "intermediate.int_item_category_history", "intermediate.int_item_availability_history",
-            "intermediate.int_category_paths"]
+            "intermediate.int_category_paths",
+            # decayed sums stored in a frame, so that new events touch only their items and
+            # visitors; the marts rescale them to the anchor
+            "intermediate.int_item_event_totals", "intermediate.int_user_category_affinity",
+            "recs.rec_item_popularity", "recs.rec_item_trending", "recs.rec_user_category_affinity"]
 
 
 # --------------------------------------------------------------------------- brute force
@@ -296,10 +301,18 @@ def test_fresh_tables_analyzed_by_the_build(built: Built) -> None:
 
 
 def test_second_build_was_incremental(built: Built) -> None:
-    """The second build inserted only the touched visitors' tails, not every event again."""
+    """The second build inserted only the touched visitors' tails, not every event again, and
+    recomputed the decayed sums of the touched items and visitors only: the anchor moved
+    (to the new day's last event), but not across a decay frame."""
     nodes = {n.name: n for n in built.incremental_runs[1].nodes}
     inserted = int(nodes["int_events_sessionized"].message.split()[-1])
     assert 0 < inserted < len(built.expected.events) / 2
+    with connect(built.target) as conn:
+        for model, table in [("int_item_event_totals", "intermediate.int_item_event_totals"),
+                             ("int_user_category_affinity", "intermediate.int_user_category_affinity")]:
+            rows = conn.execute(f"select count(*) from {table}").fetchone()[0]
+            recomputed = int(nodes[model].message.split()[-1])
+            assert 0 < recomputed < rows / 4, (model, recomputed, rows)
 
 
 def test_incremental_equals_full_refresh(built: Built) -> None:

@@ -229,11 +229,12 @@ def test_lookup_indexes_and_comments(warehouse: Warehouse) -> None:
     """Each mart has unique indexes on its grain and ranks, and persist_docs wrote the descriptions."""
     item_indexes = {(("item_id",), True), (("rank_overall",), True), (("category_id", "rank_in_category"), True),
                     (("root_category_id", "rank_in_root"), True)}
+    # The affinity mart is a view over the intermediate table that holds its rows: that table
+    # is unique on the grain, and its leading user_id serves the per-visitor lookups.
     expected = {
-        "rec_item_popularity": item_indexes,
-        "rec_item_trending": item_indexes,
-        # Unique on the grain; its leading user_id serves the per-visitor lookups.
-        "rec_user_category_affinity": {(("user_id", "category_id"), True)},
+        "recs.rec_item_popularity": item_indexes,
+        "recs.rec_item_trending": item_indexes,
+        "intermediate.int_user_category_affinity": {(("user_id", "category_id"), True)},
     }
     with connect(warehouse.target) as conn:
         for table, indexes in expected.items():
@@ -242,10 +243,15 @@ def test_lookup_indexes_and_comments(warehouse: Warehouse) -> None:
                 "cross join lateral unnest(i.indkey::int2[]) with ordinality as k(attnum, ord) "
                 "join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum "
                 "where i.indrelid = %s::regclass group by i.indexrelid, i.indisunique",
-                (f"recs.{table}",)).fetchall()
+                (table,)).fetchall()
             assert {(tuple(cols), unique) for cols, unique in got} == indexes, table
-            assert conn.execute("select obj_description(%s::regclass)", (f"recs.{table}",)).fetchone()[0]
-            assert conn.execute("select col_description(%s::regclass, 1)", (f"recs.{table}",)).fetchone()[0]
+        for mart in RECS_MARTS:
+            assert conn.execute("select obj_description(%s::regclass)", (f"recs.{mart}",)).fetchone()[0], mart
+            assert conn.execute("select col_description(%s::regclass, 1)", (f"recs.{mart}",)).fetchone()[0], mart
+        # A visitor's affinity rows are read through that index, not by scanning the table.
+        plan = "\n".join(r[0] for r in conn.execute(
+            "explain select * from recs.rec_user_category_affinity where user_id = 1").fetchall())
+        assert "Index" in plan and "Seq Scan" not in plan, plan
 
 
 def test_popularity_matches_brute_force(warehouse: Warehouse) -> None:
@@ -267,7 +273,9 @@ def test_the_vars_change_the_marts(warehouse: Warehouse) -> None:
     """A popularity window and other half-lives, passed as vars, give the brute-force results for them."""
     # The popularity window and the trending half-life are applied in int_item_event_totals
     # (the one pass over the events that both item marts read), so it is rebuilt with them.
-    models = ["int_item_event_totals", *RECS_MARTS]
+    # Both intermediate tables are incremental: a run with other vars finds sums stored with
+    # another half-life (or window) and recomputes every row, which this checks too.
+    models = ["int_item_event_totals", "int_user_category_affinity", *RECS_MARTS]
     run_dbt(["run", "--select", *models], quiet=True,
             vars={"popularity_window_days": 10, "trending_half_life_days": 2.5, "affinity_half_life_days": 3})
     try:

@@ -27,6 +27,7 @@
     indexes=[
       {'columns': ['item_id'], 'unique': true},
       {'columns': ['category_id']},
+      {'columns': ['last_event_ts']},
     ],
     pre_hook=["{{ aisle_full_build_settings() }}"],
   )

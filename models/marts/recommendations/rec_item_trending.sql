@@ -17,18 +17,30 @@
     within the item's category and within its root. is_available is false only when the
     item is known to be unavailable at the anchor (null = unknown). The sums come from
     int_item_event_totals (one pass over the staged events shared with
-    rec_item_popularity, built while int_events_sessionized is being built). -#}
+    rec_item_popularity, built while int_events_sessionized is being built), which stores
+    them in a decay frame so that it can be incremental: they are rescaled to the anchor
+    here (aisle_decay_rescale, macros/recs.sql). -#}
+{%- set half_life_days = aisle_half_life_days('trending_half_life_days') %}
 
 with
+
+-- The latest event is the latest of the items' last events.
+anchor as (
+
+    select {{ aisle_anchor_ts(ref('int_item_event_totals'), column='last_event_ts') }} as anchor_ts
+
+),
 
 per_item as (
 
     select
-        item_id,
-        trending_score,
-        n_events,
-        last_event_ts
-    from {{ ref('int_item_event_totals') }}
+        totals.item_id,
+        {{ aisle_decay_rescale('totals.trending_frame_score', 'totals.decay_frame_ts', 'anchor.anchor_ts', half_life_days) }}
+            as trending_score,
+        totals.n_events,
+        totals.last_event_ts
+    from {{ ref('int_item_event_totals') }} as totals
+    cross join anchor
 
 ),
 
