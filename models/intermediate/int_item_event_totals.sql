@@ -36,21 +36,21 @@
 {%- endif -%}
 {%- set half_life_days = aisle_half_life_days('trending_half_life_days') -%}
 
-{#- For the build order only (this model reads no availability): dbt starts the ready
-    model of the lowest depth first, so at its own depth this model took the free thread
-    when int_events_sessionized (the longest model, the start of the critical path) was
-    ready too, and the sessionization waited. After int_item_availability_history it is
-    ready only once the sessionization has started, and runs on the other thread. -#}
-
--- depends_on: {{ ref('int_item_availability_history') }}
+{#- The anchor and the changed items come from dim_items (its per-item last event and last
+    load batch, one index probe and a scan of 420K rows) rather than from two more scans of
+    the 2.7M staged events. That also sets the build order: dbt starts the ready model of
+    the lowest depth first, and this model must not take the free thread when
+    int_events_sessionized (the longest model, the start of the critical path) is ready;
+    after dim_items it is ready only once the sessionization has started. -#}
 
 {%- set incremental_run = is_incremental() and not has_window %}
 
 with
 
+-- The latest event before as_of: the latest of dim_items' per-item last events.
 anchor as (
 
-    select {{ aisle_anchor_ts(ref('stg_retailrocket__events')) }} as anchor_ts
+    select {{ aisle_anchor_ts(ref('dim_items'), column='last_event_ts') }} as anchor_ts
 
 ),
 
@@ -79,14 +79,15 @@ processed as (
 
 ),
 
--- Items with events not counted yet; every item when the stored frame is another one.
+-- Items with events not counted yet (dim_items.last_batch_id: the latest batch of the
+-- item's events, as here); every item when the stored frame is another one.
 changed_items as (
 
-    select distinct staged.item_id
-    from {{ ref('stg_retailrocket__events') }} as staged
+    select items.item_id
+    from {{ ref('dim_items') }} as items
     cross join processed
     cross join frame
-    where staged.batch_id > processed.max_batch_id
+    where items.last_batch_id > processed.max_batch_id
         or processed.decay_signature is distinct from frame.decay_signature
 
 ),
