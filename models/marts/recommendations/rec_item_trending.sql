@@ -1,5 +1,6 @@
 {{
   config(
+    materialized='aisle_bulk_table',
     contract={'enforced': true},
     pre_hook=["{{ aisle_serial_plan() }}"],
     indexes=[
