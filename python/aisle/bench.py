@@ -12,7 +12,8 @@ database state, so a subset is for re-measuring a stage on an existing bench DB)
   similarity category similarity in a child process (seconds, peak RSS)
   recs       recommendations for every known user: similarity + downstream build
   increment  load the last day, incremental upstream build (and its ratio to the full), then
-             the same build with nothing new (the fixed cost of any incremental build)
+             the same build with nothing new (the fixed cost of any incremental build), and
+             the same build of an empty warehouse (what dbt alone costs for these nodes)
   lookup     one user's lookup from the mart, p50/p99 over 1,000 random users, second process
   evaluate   the full `aisle evaluate` backtest
 Every run also times a fixed piece of Postgres work at its start and its end (the machine
@@ -212,6 +213,10 @@ def run_bench(*, scale: float = 1.0, only: list[str] | None = None, target: str 
         ratio = f" = {run.seconds / full_s:.0%} of the full build" if full_s else ""
         results.add("increment", "the same build with no new event (the floor)", f"{run.seconds:.1f} s{ratio}",
                     "", "dbt_noop_incremental_seconds", run.seconds)
+        seconds = _empty_warehouse_build(bench_target, target)
+        ratio = f" = {seconds / full_s:.0%} of the full build" if full_s else ""
+        results.add("increment", "the same build of an empty warehouse (dbt's own cost)", f"{seconds:.1f} s{ratio}",
+                    "", "dbt_empty_incremental_seconds", seconds)
 
     if "lookup" in stages:
         console.print("[bold cyan]▶ lookup latency[/] (second process, 1,000 random users)")
@@ -242,6 +247,40 @@ def run_bench(*, scale: float = 1.0, only: list[str] | None = None, target: str 
     out.write_text(json.dumps(results.data, indent=2, default=str) + "\n")
     console.print(f"written {out}")
     return results.data
+
+
+def _empty_warehouse_build(bench_target, target: str | None) -> float:
+    """Seconds of an incremental build (models + data tests) of a warehouse with no rows at all.
+
+    Every model and test still runs, so this is what dbt itself costs for the project's nodes
+    (its start, rendering, introspection, comments, grants, artifacts) with next to no SQL: no
+    incremental build of this project can take less. It runs in a database of its own, with
+    a target folder of its own, so the bench database's partial parse stays valid.
+    """
+    from aisle.db import connect, drop_database, ensure_database
+    from aisle.dbt import run_dbt
+    from aisle.load import ensure_raw_schema
+    from aisle.pipeline import PRODUCTION_FLAGS
+
+    empty = replace(bench_target, dbname=f"{BENCH_DB}_empty")
+    drop_database(empty)
+    ensure_database(empty)
+    with connect(empty) as conn:
+        ensure_raw_schema(conn)
+    saved = {k: os.environ.get(k) for k in ("AISLE_DBNAME", "DBT_TARGET_PATH")}
+    os.environ["AISLE_DBNAME"] = empty.dbname
+    os.environ["DBT_TARGET_PATH"] = str(project_root() / "target" / "bench-empty")
+    try:
+        args = ["build", "--exclude", "source:similarity+", *PRODUCTION_FLAGS]
+        run_dbt([*args, "--full-refresh"], target=target, quiet=True)
+        return run_dbt(args, target=target, quiet=True).seconds
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        drop_database(empty)
 
 
 def generate_stage(folder: str, scale: float) -> None:
