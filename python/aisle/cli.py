@@ -181,12 +181,15 @@ def similarity(as_of: str | None, measure: str, k: int, binary: bool, shrinkage:
 @cli.command()
 @click.argument("user_id", type=int)
 @click.option("--n", default=10, show_default=True, type=int)
+@click.option("--root-category", "root_category_id", default=None, type=int,
+              help="The root category the visitor is browsing: a visitor without a list of their own gets "
+                   "that root's default list instead of the global one.")
 @_target_option
-def recommend(user_id: int, n: int, target: str | None) -> None:
+def recommend(user_id: int, n: int, root_category_id: int | None, target: str | None) -> None:
     """Print a visitor's recommendations with their sources and reasons."""
     from aisle.pipeline import print_recommendations
 
-    print_recommendations(user_id, n=n, target=resolve_target(target))
+    print_recommendations(user_id, n=n, target=resolve_target(target), root_category_id=root_category_id)
 
 
 @cli.command()

@@ -120,48 +120,69 @@ def _dbt_detail(run) -> str:
 
 
 LOOKUP_SQL = """
--- One indexed query: the user's own list, else the global default list.
+-- One indexed query: the user's own list, else the default list of the root category they
+-- browse (the root_category_id parameter, null for none), else the global default list.
 with own as (
     select rank, item_id, score, source, reason
     from {recs}.rec_user_recommendations
     where user_id = %(user_id)s
+),
+in_context as (
+    select rank, item_id, score, source, reason
+    from {recs}.rec_default_recommendations
+    where root_category_id = %(root_category_id)s
+      and not exists (select 1 from own)
 ),
 fallback as (
     select rank, item_id, score, source, reason
     from {recs}.rec_default_recommendations
     where root_category_id is null
       and not exists (select 1 from own)
+      and not exists (select 1 from in_context)
 )
-select rank, item_id, score, source, reason, false as is_default from own
+select rank, item_id, score, source, reason, false as is_default, null::bigint as context_root_category_id
+from own
 union all
-select rank, item_id, score, source, reason, true as is_default from fallback
+select rank, item_id, score, source, reason, true, %(root_category_id)s::bigint
+from in_context
+union all
+select rank, item_id, score, source, reason, true, null::bigint
+from fallback
 order by rank
 limit %(n)s
 """
 
 
 def lookup_recommendations(user_id: int, *, n: int = 10, target: Target | None = None,
-                           as_of: str | None = None) -> list[dict]:
-    """A visitor's list from the mart (with the default list for unknown visitors)."""
+                           as_of: str | None = None, root_category_id: int | None = None) -> list[dict]:
+    """A visitor's list from the mart; a visitor without one gets the default list of the root
+    category they browse (``root_category_id``, when it has one), else the global default list."""
     from aisle.db import connect
 
     recs = sql.Identifier("recs" + schema_suffix(as_of))
     query = sql.SQL(LOOKUP_SQL).format(recs=recs)
     with connect(target) as conn, conn.cursor() as cur:
-        cur.execute(query, {"user_id": user_id, "n": n})
+        cur.execute(query, {"user_id": user_id, "n": n, "root_category_id": root_category_id})
         cols = [d.name for d in cur.description]
         return [dict(zip(cols, row)) for row in cur.fetchall()]
 
 
 def print_recommendations(user_id: int, *, n: int = 10, target: Target | None = None,
-                          as_of: str | None = None, out: Console | None = None) -> list[dict]:
+                          as_of: str | None = None, out: Console | None = None,
+                          root_category_id: int | None = None) -> list[dict]:
     out = out or console
-    rows = lookup_recommendations(user_id, n=n, target=target, as_of=as_of)
+    rows = lookup_recommendations(user_id, n=n, target=target, as_of=as_of, root_category_id=root_category_id)
     if not rows:
         out.print(f"no recommendations at all: build them first with `aisle run` (user {user_id})")
         return rows
     if rows[0]["is_default"]:
-        out.print(f"[yellow]user {user_id} is unknown (no events in the data): showing the default list[/]")
+        # Visitors without a list of their own: unknown, or without enough signal (known_user_min_events).
+        which = (f"the default list of root category {root_category_id}" if rows[0]["context_root_category_id"]
+                 is not None else "the global default list")
+        if root_category_id is not None and rows[0]["context_root_category_id"] is None:
+            which += f" (there is no list for root category {root_category_id}: not a root category?)"
+        out.print(f"[yellow]user {user_id} is unknown or cold (fewer events than known_user_min_events): "
+                  f"showing {which}[/]")
     table = Table(title=f"recommendations for user {user_id}")
     for col, justify in (("rank", "right"), ("item", "right"), ("score", "right"), ("source", "left"),
                          ("reason", "left")):
@@ -243,8 +264,9 @@ def print_headlines(figures: dict) -> None:
     console.print(table)
 
 
-def example_users(target: Target | None = None) -> tuple[int | None, int]:
-    """A known user whose list comes from category CF, and an id no visitor has."""
+def example_users(target: Target | None = None) -> tuple[int | None, int, int | None]:
+    """A known user whose list comes from category CF, an id no visitor has, and the busiest
+    root category with a default list (the context of an unknown visitor browsing it)."""
     from aisle.db import connect
 
     with connect(target) as conn:
@@ -252,7 +274,11 @@ def example_users(target: Target | None = None) -> tuple[int | None, int]:
             "select user_id from recs.rec_user_recommendations where source = 'category_cf' "
             "group by user_id order by count(*) desc, user_id limit 1").fetchone()
         unknown = conn.execute("select coalesce(max(user_id), 0) + 1 from marts.dim_users").fetchone()[0]
-    return (row[0] if row else None), unknown
+        root = conn.execute(
+            "select d.root_category_id from recs.rec_default_recommendations as d "
+            "join marts.agg_root_category_daily as a on a.root_category_id = d.root_category_id "
+            "group by d.root_category_id order by sum(a.n_events) desc, d.root_category_id limit 1").fetchone()
+    return (row[0] if row else None), unknown, (root[0] if root else None)
 
 
 def run_demo(*, target: str | None = None, scale: float = 1.0, seed: int = 42, evaluate: bool = True) -> None:
@@ -274,10 +300,12 @@ def run_demo(*, target: str | None = None, scale: float = 1.0, seed: int = 42, e
     run_pipeline(target=target, timer=timer)
     with timer.step("headline figures"):
         print_headlines(headline_figures(resolved))
-    known, unknown = example_users(resolved)
+    known, unknown, root = example_users(resolved)
     if known is not None:
         print_recommendations(known, target=resolved)
     print_recommendations(unknown, target=resolved)
+    if root is not None:
+        print_recommendations(unknown, target=resolved, root_category_id=root)
     if evaluate:
         from aisle.evaluate import evaluate as run_evaluate
 

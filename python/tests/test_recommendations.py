@@ -12,7 +12,8 @@ compared for every visitor: items, ranks, sources and reasons exactly, scores to
 A second build with other vars (top_n 5, recommend_viewed_items false) checks the exclusions of
 touched items and the pure CF list under them; a third, with var evaluation_users (as `aisle
 evaluate` sets it), checks that the build is restricted to those users' lists, unchanged.
-`aisle recommend` is run for a known and for an unknown visitor, and the analysis
+`aisle recommend` is run for a known and for an unknown visitor, with and without the root
+category the visitor browses, and the analysis
 analyses/lookup_user_recommendations.sql is checked to be the query `aisle recommend` runs.
 """
 
@@ -496,9 +497,51 @@ def test_aisle_recommend_known_and_unknown_visitor(built: Built):
     assert str(mine[0][0]) in result.output
     result = runner.invoke(cli, ["recommend", str(unknown), "--n", "3"], env=wide)
     assert result.exit_code == 0, result.output
-    assert f"user {unknown} is unknown" in result.output and "default list" in result.output
+    assert f"user {unknown} is unknown or cold" in result.output and "the global default list" in result.output
     assert "trending now" in result.output
     assert all(str(item) in result.output for (item,) in default[:3])
+
+
+def test_lookup_in_a_root_category_context(built: Built):
+    """A visitor without a list who browses a root category gets that root's default list; one
+    with a list keeps it; a root without a list (not a root category) falls back to the global one."""
+    from aisle.cli import cli
+    from aisle.pipeline import lookup_recommendations
+
+    with connect(built.target) as conn:
+        lists: dict[int | None, list[tuple]] = defaultdict(list)
+        for root, rank, item, source, reason in conn.execute(
+                "select root_category_id, rank, item_id, source, reason from recs.rec_default_recommendations"):
+            lists[root].append((rank, item, source, reason))
+        known = conn.execute("select min(user_id) from recs.rec_user_recommendations").fetchone()[0]
+        mine = [r[0] for r in conn.execute(
+            "select item_id from recs.rec_user_recommendations where user_id = %s order by rank", (known,))]
+        unknown = conn.execute("select max(user_id) + 1 from marts.dim_users").fetchone()[0]
+        not_a_root = conn.execute(
+            "select min(category_id) from marts.dim_categories where parent_category_id is not null").fetchone()[0]
+    roots = sorted(r for r in lists if r is not None)
+    assert len(roots) >= 2 and not_a_root is not None and not_a_root not in lists
+    for root in roots:
+        rows = lookup_recommendations(unknown, target=built.target, root_category_id=root)
+        expected = sorted(lists[root])
+        assert [(r["rank"], r["item_id"], r["source"], r["reason"]) for r in rows] == expected
+        assert all(r["is_default"] and r["context_root_category_id"] == root for r in rows)
+    rows = lookup_recommendations(unknown, target=built.target, root_category_id=not_a_root)
+    assert [(r["rank"], r["item_id"]) for r in rows] == [(x[0], x[1]) for x in sorted(lists[None])]
+    assert all(r["is_default"] and r["context_root_category_id"] is None for r in rows)
+    rows = lookup_recommendations(known, target=built.target, root_category_id=roots[0])
+    assert [r["item_id"] for r in rows] == mine and not any(r["is_default"] for r in rows)
+
+    runner = CliRunner()
+    wide = {"COLUMNS": "200"}
+    result = runner.invoke(cli, ["recommend", str(unknown), "--n", "3", "--root-category", str(roots[0])], env=wide)
+    assert result.exit_code == 0, result.output
+    assert f"the default list of root category {roots[0]}" in result.output
+    assert all(str(x[1]) in result.output for x in sorted(lists[roots[0]])[:3])
+    result = runner.invoke(cli, ["recommend", str(unknown), "--n", "3", "--root-category", str(not_a_root)],
+                           env=wide)
+    assert result.exit_code == 0, result.output
+    assert "the global default list" in result.output and f"no list for root category {not_a_root}" in result.output
 
 
 def test_lookup_analysis_is_the_query_aisle_recommend_runs(built: Built):
@@ -519,7 +562,11 @@ def test_lookup_analysis_is_the_query_aisle_recommend_runs(built: Built):
     assert normalized(compiled) == normalized(LOOKUP_SQL.replace("{recs}", "recs"))
     with connect(built.target) as conn:
         known = conn.execute("select min(user_id) from recs.rec_user_recommendations").fetchone()[0]
+        root = conn.execute("select min(root_category_id) from recs.rec_default_recommendations").fetchone()[0]
         for user in (known, -1):
-            rows = conn.execute(compiled, {"user_id": user, "n": 10}).fetchall()
-            assert [r[1] for r in rows] == [r["item_id"] for r in lookup_recommendations(user, target=built.target)]
-            assert len(rows) == 10 and rows[0][5] is (user == -1)
+            for context in (None, root):
+                rows = conn.execute(compiled, {"user_id": user, "n": 10, "root_category_id": context}).fetchall()
+                assert [r[1] for r in rows] == [r["item_id"] for r in lookup_recommendations(
+                    user, target=built.target, root_category_id=context)]
+                assert len(rows) == 10 and rows[0][5] is (user == -1)
+                assert rows[0][6] == (context if user == -1 else None)
