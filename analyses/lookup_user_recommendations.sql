@@ -3,10 +3,11 @@
 -- known_user_min_events), the default list of the root category they are browsing when the
 -- app passes one, else the global default list, from rec_default_recommendations. Default
 -- rows are flagged is_default, and context_root_category_id says which root's list they come
--- from (null: the global list). The same query as python/aisle/pipeline.py (LOOKUP_SQL, used
--- by `aisle recommend`); a test keeps the two in step. Bind %(user_id)s, %(n)s and
--- %(root_category_id)s (null for no context; psycopg named parameters; `dbt compile` leaves
--- them as they are, and resolves the schemas, including a backtest's with --vars as_of).
+-- from (null: the global list). `aisle recommend` runs this file (python/aisle/pipeline.py,
+-- lookup_sql: the refs become the recs schema); a test checks that dbt compiles it to the
+-- same query. Bind %(user_id)s, %(n)s and %(root_category_id)s (null for no context; psycopg
+-- named parameters; `dbt compile` leaves them as they are, and resolves the schemas,
+-- including a backtest's with --vars as_of).
 -- The first branch is a few index probes: the visitor's profile (user_id), their category's
 -- list (category_id, list_rank) and their recent-intent items (user_id, item_id) for the ~90%
 -- on the fast route (a view), or the general table's unique index on (user_id, item_id) for

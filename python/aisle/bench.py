@@ -331,9 +331,9 @@ import json, random, sys, time
 import psycopg
 from psycopg import sql
 from aisle.config import resolve_target
-from aisle.pipeline import LOOKUP_SQL
+from aisle.pipeline import lookup_sql
 target = resolve_target()
-query = sql.SQL(LOOKUP_SQL).format(recs=sql.Identifier("recs"))
+query = sql.SQL(lookup_sql()).format(recs=sql.Identifier("recs"))
 with psycopg.connect(**target.conninfo()) as conn:
     users = [r[0] for r in conn.execute("select distinct user_id from recs.rec_user_recommendations").fetchall()]
     rng = random.Random(0)

@@ -10,6 +10,7 @@ The pipeline is three steps, one dbt invocation at a time:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,38 +120,18 @@ def _dbt_detail(run) -> str:
 # --------------------------------------------------------------------------- serving
 
 
-LOOKUP_SQL = """
--- One indexed query: the user's own list, else the default list of the root category they
--- browse (the root_category_id parameter, null for none), else the global default list.
-with own as (
-    select rank, item_id, score, source, reason
-    from {recs}.rec_user_recommendations
-    where user_id = %(user_id)s
-),
-in_context as (
-    select rank, item_id, score, source, reason
-    from {recs}.rec_default_recommendations
-    where root_category_id = %(root_category_id)s
-      and not exists (select 1 from own)
-),
-fallback as (
-    select rank, item_id, score, source, reason
-    from {recs}.rec_default_recommendations
-    where root_category_id is null
-      and not exists (select 1 from own)
-      and not exists (select 1 from in_context)
-)
-select rank, item_id, score, source, reason, false as is_default, null::bigint as context_root_category_id
-from own
-union all
-select rank, item_id, score, source, reason, true, %(root_category_id)s::bigint
-from in_context
-union all
-select rank, item_id, score, source, reason, true, null::bigint
-from fallback
-order by rank
-limit %(n)s
-"""
+LOOKUP_ANALYSIS = "analyses/lookup_user_recommendations.sql"
+
+
+def lookup_sql() -> str:
+    """The one-query lookup of ``analyses/lookup_user_recommendations.sql``, the only copy of it:
+    its comments dropped (psycopg would read a ``%`` in them as a placeholder) and each
+    ``{{ ref('model') }}`` turned into ``{recs}.model`` for :func:`psycopg.sql.SQL.format`.
+    A test checks that dbt compiles the analysis to this same query."""
+    text = (project_root() / LOOKUP_ANALYSIS).read_text()
+    lines = [line.split("--", 1)[0].rstrip() for line in text.splitlines()]
+    query = "\n".join(line for line in lines if line)
+    return re.sub(r"\{\{\s*ref\('(\w+)'\)\s*\}\}", r"{recs}.\1", query)
 
 
 def lookup_recommendations(user_id: int, *, n: int = 10, target: Target | None = None,
@@ -160,7 +141,7 @@ def lookup_recommendations(user_id: int, *, n: int = 10, target: Target | None =
     from aisle.db import connect
 
     recs = sql.Identifier("recs" + schema_suffix(as_of))
-    query = sql.SQL(LOOKUP_SQL).format(recs=recs)
+    query = sql.SQL(lookup_sql()).format(recs=recs)
     with connect(target) as conn, conn.cursor() as cur:
         cur.execute(query, {"user_id": user_id, "n": n, "root_category_id": root_category_id})
         cols = [d.name for d in cur.description]

@@ -545,10 +545,11 @@ def test_lookup_in_a_root_category_context(built: Built):
 
 
 def test_lookup_analysis_is_the_query_aisle_recommend_runs(built: Built):
-    """analyses/lookup_user_recommendations.sql compiles to pipeline.LOOKUP_SQL, and returns what it returns."""
+    """dbt compiles analyses/lookup_user_recommendations.sql to the query `aisle recommend` runs
+    (pipeline.lookup_sql, read from that file), and it returns what `aisle recommend` returns."""
     import os
 
-    from aisle.pipeline import LOOKUP_SQL, lookup_recommendations
+    from aisle.pipeline import lookup_recommendations, lookup_sql
 
     run_dbt(["compile", "--select", "lookup_user_recommendations"], quiet=True)
     path = next(Path(os.environ["DBT_TARGET_PATH"]).rglob("lookup_user_recommendations.sql"))
@@ -559,7 +560,7 @@ def test_lookup_analysis_is_the_query_aisle_recommend_runs(built: Built):
         text = re.sub(r'"[^"]+"\."(recs)"\.', r"\1.", text).replace('"', "")
         return " ".join(text.split())
 
-    assert normalized(compiled) == normalized(LOOKUP_SQL.replace("{recs}", "recs"))
+    assert normalized(compiled) == normalized(lookup_sql().replace("{recs}", "recs"))
     with connect(built.target) as conn:
         known = conn.execute("select min(user_id) from recs.rec_user_recommendations").fetchone()[0]
         root = conn.execute("select min(root_category_id) from recs.rec_default_recommendations").fetchone()[0]
